@@ -1,0 +1,3 @@
+"""wetmap: wetland maps from satellite scenes, cloud-masked end to end."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""Typed settings for every stage, loaded from YAML and overridable from the command line.
+
+Unknown keys and bad values are errors that name the file and the dotted key, because a typo in
+a scheduled job's config must fail loudly, not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wetmap.errors import WetmapError
+
+DEFAULT_BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
+# Sentinel-2 L2A scene classification: no data, defective, cloud shadow, cloud medium/high, cirrus.
+DEFAULT_SCL_INVALID = [0, 1, 3, 8, 9, 10]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CloudConfig(Strict):
+    """Which scene-classification values make a pixel unusable, and how far to grow clouds."""
+
+    scl_invalid: list[int] = Field(default_factory=lambda: list(DEFAULT_SCL_INVALID))
+    dilate: int = Field(0, ge=0, le=64)
+
+
+class DataConfig(Strict):
+    image: Path
+    labels: Path
+    clouds: Path | None = None
+    bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS))
+    chip_size: int = Field(128, ge=32, le=2048)
+    min_valid: float = Field(0.3, ge=0.0, le=1.0)
+    split_block: int = Field(2, ge=1, description="chips per side of one spatial split block")
+    val_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+
+
+class ModelConfig(Strict):
+    arch: Literal["unet", "deeplabv3+", "fcn"] = "unet"
+    backbone: str = "resnet18"
+    weights: str | None = None
+    classes: list[str] = Field(default_factory=lambda: ["other", "wetland"], min_length=2)
+
+
+class LossConfig(Strict):
+    name: Literal["dice", "generalized_dice", "tversky", "focal", "bce", "ce", "composite"] = "dice"
+    masked: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
+    devices: int | str = "auto"
+    precision: str | None = None
+    num_workers: int = Field(0, ge=0)
+
+
+class TrainRunConfig(Strict):
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: Path = Path("runs/train")
+
+
+class PredictConfig(Strict):
+    tile_size: int = Field(256, ge=32, le=4096)
+    overlap: int = Field(64, ge=0)
+    batch_size: int = Field(8, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "PredictConfig":
+        if self.overlap * 2 >= self.tile_size:
+            raise ValueError(f"overlap {self.overlap} must be less than half of tile_size {self.tile_size}")
+        return self
+
+
+class EvaluateConfig(Strict):
+    region_field: str | None = None
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise WetmapError(f"cannot set '{dotted}': '{key}' is not a section", "--set")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ['train.epochs=3', ...] into a nested dict; values are read as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise WetmapError(f"override '{pair}' is not KEY=VALUE", "--set")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw else None)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise WetmapError("config file not found", path) from None
+    except OSError as exc:
+        raise WetmapError(f"cannot read config: {exc.strerror}", path) from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise WetmapError(f"not valid YAML{where}", path) from None
+    if not isinstance(data, dict):
+        raise WetmapError("a config must be a mapping of keys to values", path)
+    return data
+
+
+def build(model: type[M], data: dict[str, Any], source: str | Path = "config",
+          overrides: dict[str, Any] | None = None) -> M:
+    """Validate `data` (+ overrides) into `model`; the first problem becomes a one-line error."""
+    try:
+        return model.model_validate(_merge(data, overrides or {}))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            raise WetmapError(f"unknown key '{key}'", source) from None
+        if err["type"] == "missing":
+            raise WetmapError(f"missing key '{key}'", source) from None
+        raise WetmapError(f"bad value for '{key}': {err['msg']}", source) from None
+
+
+def load(model: type[M], path: str | Path | None, overrides: dict[str, Any] | None = None) -> M:
+    """Load a stage config from a YAML file (or defaults when `path` is None)."""
+    data = read_yaml(path) if path is not None else {}
+    return build(model, data, path if path is not None else "config", overrides)
+
+
+def dump(config: BaseModel) -> dict[str, Any]:
+    """A plain, YAML/JSON-safe dict of a config (paths as strings), for bundles and manifests."""
+    return config.model_dump(mode="json")

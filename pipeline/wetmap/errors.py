@@ -1,0 +1,19 @@
+"""One error type for everything a user can get wrong.
+
+The CLI turns a WetmapError into a single line on stderr and exit code 2, so schedulers and
+people both see what is wrong (which file, which key) without a traceback.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+EXIT_BAD_INPUT = 2
+
+
+class WetmapError(Exception):
+    """A problem with the user's input: its message is one line naming the file or key."""
+
+    def __init__(self, message: str, path: str | PathLike[str] | None = None) -> None:
+        text = " ".join(str(message).split())
+        super().__init__(f"{path}: {text}" if path is not None else text)

@@ -1,0 +1,1 @@
+"""Reading and writing rasters and vectors: the only place that touches files."""

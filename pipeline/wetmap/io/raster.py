@@ -1,0 +1,192 @@
+"""Raster I/O: checked opening, band selection, grid alignment, lazy Dask reads, atomic writes.
+
+Everything that opens a raster goes through `open_raster`, so a missing file, a corrupt GeoTIFF
+or a raster without a CRS is one clear error wherever it is first touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.transform import array_bounds
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from wetmap.errors import WetmapError
+
+# Bounded GDAL block cache (MB) so memory stays flat however large the raster is.
+GDAL_ENV = {"GDAL_CACHEMAX": 256}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: the pixels that every layer (image, labels, clouds, output) is put onto."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, src: DatasetReader | WarpedVRT) -> "Grid":
+        return cls(src.crs, src.transform, src.width, src.height)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the grid's CRS."""
+        return array_bounds(self.height, self.width, self.transform)
+
+    @property
+    def res(self) -> float:
+        return abs(self.transform.a)
+
+    def window_transform(self, window: Window) -> Affine:
+        return rasterio.windows.transform(window, self.transform)
+
+
+def open_raster(path: str | Path, *, need_crs: bool = True) -> DatasetReader:
+    """Open a raster for reading, turning every GDAL failure into a one-line WetmapError."""
+    path = Path(path)
+    if not path.exists():
+        raise WetmapError("file not found", path)
+    try:
+        src = rasterio.open(path)
+    except RasterioError as exc:
+        raise WetmapError(f"not a readable raster ({_first_line(exc)})", path) from None
+    if need_crs and src.crs is None:
+        src.close()
+        raise WetmapError("raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs)", path)
+    return src
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def band_indexes(src: DatasetReader, bands: Sequence[str | int] | None) -> list[int]:
+    """1-based band indexes for band names (descriptions) or indexes; None means all bands."""
+    if bands is None:
+        return list(range(1, src.count + 1))
+    names = [d or "" for d in src.descriptions]
+    out, missing = [], []
+    for band in bands:
+        if isinstance(band, int) or (isinstance(band, str) and band.isdigit()):
+            index = int(band)
+            if not 1 <= index <= src.count:
+                missing.append(str(band))
+            out.append(index)
+        elif band in names:
+            out.append(names.index(band) + 1)
+        else:
+            missing.append(str(band))
+    if missing:
+        have = ",".join(n or str(i + 1) for i, n in enumerate(names))
+        raise WetmapError(f"band(s) {','.join(missing)} not found (bands present: {have})", src.name)
+    return out
+
+
+def read_window(src: DatasetReader | WarpedVRT, window: Window, indexes: list[int] | int | None = None,
+                boundless_fill: float | None = None) -> np.ndarray:
+    """Read one window; a window reaching past the edge is filled with `boundless_fill`."""
+    try:
+        if boundless_fill is None:
+            return src.read(indexes, window=window)
+        return src.read(indexes, window=window, boundless=True, fill_value=boundless_fill)
+    except RasterioError as exc:
+        raise WetmapError(f"cannot read pixels ({_first_line(exc)})", src.name) from None
+
+
+def aligned(src: DatasetReader, grid: Grid, *, nodata: float, resampling: Resampling = Resampling.nearest,
+            name: str | Path | None = None, other: str | Path | None = None) -> DatasetReader | WarpedVRT:
+    """`src` seen on `grid`: reprojected / cropped / padded lazily (window reads stay cheap).
+
+    Pixels of `grid` that `src` does not cover read as `nodata` (e.g. 255 = unknown for labels).
+    A source that does not overlap the grid at all is an error naming both files and bounds.
+    """
+    if src.crs is None:
+        raise WetmapError("raster has no CRS", name or src.name)
+    src_bounds = rasterio.warp.transform_bounds(src.crs, grid.crs, *src.bounds)
+    gw, gs, ge, gn = grid.bounds
+    if src_bounds[0] >= ge or src_bounds[2] <= gw or src_bounds[1] >= gn or src_bounds[3] <= gs:
+        raise WetmapError(
+            f"does not overlap {other or 'the image'}: bounds {_fmt(src_bounds)} vs "
+            f"{_fmt(grid.bounds)} ({grid.crs.to_string()})",
+            name or src.name,
+        )
+    if src.crs == grid.crs and src.transform == grid.transform and (src.width, src.height) == (grid.width, grid.height):
+        return src
+    return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                     resampling=resampling, nodata=nodata, src_nodata=src.nodata)
+
+
+def _fmt(bounds: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in bounds) + ")"
+
+
+def check_writable(path: str | Path, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless asked; make sure its folder exists."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise WetmapError("output exists; pass --overwrite to replace it", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    An interrupted or failed write leaves no file that looks finished.
+    """
+    final = check_writable(path, overwrite)
+    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+        aux = tmp.with_name(tmp.name + ".aux.xml")
+        if aux.exists():
+            aux.unlink()
+
+
+def write_raster(path: Path, data: np.ndarray, grid: Grid, *, nodata: float | None,
+                 descriptions: Sequence[str] | None = None, colormap: dict[int, tuple[int, ...]] | None = None,
+                 tags: dict[str, str] | None = None, blocksize: int = 256) -> None:
+    """Write a small (C,H,W) array as a tiled, DEFLATE-compressed GeoTIFF."""
+    data = data[None] if data.ndim == 2 else data
+    profile = tiled_profile(grid, data.shape[0], data.dtype, nodata, blocksize)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, text in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, text)
+        if colormap:
+            dst.write_colormap(1, colormap)
+        if tags:
+            dst.update_tags(**tags)
+
+
+def tiled_profile(grid: Grid, count: int, dtype: np.dtype | str, nodata: float | None,
+                  blocksize: int = 256) -> dict:
+    """A GeoTIFF profile: internal tiles, DEFLATE with a predictor, BIGTIFF when needed."""
+    dtype = np.dtype(dtype)
+    return {
+        "driver": "GTiff", "crs": grid.crs, "transform": grid.transform, "width": grid.width,
+        "height": grid.height, "count": count, "dtype": dtype.name, "nodata": nodata,
+        "tiled": True, "blockxsize": blocksize, "blockysize": blocksize, "compress": "deflate",
+        "predictor": 3 if dtype.kind == "f" else 2, "BIGTIFF": "IF_SAFER", "interleave": "pixel",
+    }
