@@ -40,6 +40,27 @@ def paletted_qml(names: list[str], colors: dict[int, tuple[int, ...]], nodata: i
 """
 
 
+def probability_qml(nodata: int = 255) -> str:
+    """A QGIS raster style for wetland probability in percent: transparent to wetland green."""
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.34" styleCategories="AllStyleCategories">
+  <pipe>
+    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="100">
+      <rasterTransparency><singleValuePixelList><pixelListEntry min="{nodata}" max="{nodata}" percentTransparent="100"/></singleValuePixelList></rasterTransparency>
+      <rastershader>
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="100">
+          <item value="0" color="#f7fcf5" alpha="0" label="0 %"/>
+          <item value="50" color="#74c476" alpha="160" label="50 %"/>
+          <item value="100" color="#1f8a70" alpha="255" label="100 %"/>
+        </colorrampshader>
+      </rastershader>
+    </rasterrenderer>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
 def write_qml(raster_path: str | Path, text: str) -> Path:
     """Write the style beside the raster (same name, .qml): QGIS applies it when it opens the file."""
     path = Path(raster_path).with_suffix(".qml")

@@ -100,11 +100,21 @@ def band_indexes(src: DatasetReader, bands: Sequence[str | int] | None) -> list[
 
 def read_window(src: DatasetReader | WarpedVRT, window: Window, indexes: list[int] | int | None = None,
                 boundless_fill: float | None = None) -> np.ndarray:
-    """Read one window; a window reaching past the edge is filled with `boundless_fill`."""
+    """Read one window; with `boundless_fill`, parts past the raster edge read as that value.
+
+    Padding is done here rather than by GDAL's boundless mode, which warped views do not allow.
+    """
     try:
         if boundless_fill is None:
             return src.read(indexes, window=window)
-        return src.read(indexes, window=window, boundless=True, fill_value=boundless_fill)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        h, w = int(window.height), int(window.width)
+        top, left = max(0, -r0), max(0, -c0)
+        bottom, right = max(0, r0 + h - src.height), max(0, c0 + w - src.width)
+        inner = Window(c0 + left, r0 + top, w - left - right, h - top - bottom)
+        data = src.read(indexes, window=inner)
+        pad = [(0, 0)] * (data.ndim - 2) + [(top, bottom), (left, right)]
+        return np.pad(data, pad, constant_values=boundless_fill)
     except RasterioError as exc:
         raise WetmapError(f"cannot read pixels ({_first_line(exc)})", src.name) from None
 
@@ -146,22 +156,28 @@ def check_writable(path: str | Path, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
+def scratch_file(near: str | Path, suffix: str) -> Iterator[Path]:
+    """A hidden temporary path beside `near`, removed (with any GDAL .aux.xml) when done."""
+    near = Path(near)
+    tmp = near.with_name(f".{near.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+            if leftover.exists():
+                leftover.unlink()
+
+
+@contextlib.contextmanager
 def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
 
     An interrupted or failed write leaves no file that looks finished.
     """
     final = check_writable(path, overwrite)
-    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.tmp{final.suffix}")
-    try:
+    with scratch_file(final, final.suffix) as tmp:
         yield tmp
         os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-        aux = tmp.with_name(tmp.name + ".aux.xml")
-        if aux.exists():
-            aux.unlink()
 
 
 def write_raster(path: Path, data: np.ndarray, grid: Grid, *, nodata: float | None,

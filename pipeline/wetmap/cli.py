@@ -1,0 +1,167 @@
+"""The `wetmap` command: parse, build a config, call one stage function, print a summary.
+
+Bad input (a WetmapError, or GDAL refusing a file) is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from wetmap import __version__, config
+from wetmap.errors import EXIT_BAD_INPUT, WetmapError
+
+console = Console(stderr=False, highlight=False)
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (tips, deprecations) out of a scheduler's log; our summary remains."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*deterministic.*")
+
+
+overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                                 help="Override a config value, e.g. --set train.epochs=5 (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wetmap")
+def cli() -> None:
+    """Map wetlands from Sentinel-2 / Landsat scenes, clouds masked end to end."""
+    _quiet_libraries()
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size", default=1024, show_default=True, type=click.IntRange(128, 16384), help="Scene width and height in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same bytes.")
+@click.option("--overwrite", is_flag=True, help="Replace sample files already in OUT_DIR.")
+def sample(out_dir: Path, size: int, seed: int, overwrite: bool) -> None:
+    """Write a synthetic Sentinel-2 L2A-like sample area with known truth to OUT_DIR."""
+    from wetmap.sample import make_sample
+
+    files = make_sample(out_dir, size=size, seed=seed, overwrite=overwrite)
+    console.print(f"sample scene ({size}x{size}, seed {seed}) written to {out_dir}:")
+    for name, path in vars(files).items():
+        console.print(f"  {name:<12} {path}")
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Training YAML (see configs/train.yaml).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Run folder (overrides `output`).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model bundle in the run folder.")
+@overrides_option
+def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool, overrides: tuple[str, ...]) -> None:
+    """Train a TorchGeo segmentation model under the cloud-masked Dice loss."""
+    extra = config.parse_overrides(overrides)
+    if output is not None:
+        extra["output"] = str(output)
+    cfg = config.load(config.TrainRunConfig, config_path, extra)
+    from wetmap.train import fit
+
+    result = fit(cfg, resume=resume, overwrite=overwrite)
+    console.print(f"trained {cfg.model.arch}/{cfg.model.backbone} for {result['epochs_run']} epochs on "
+                  f"{result['chips_train']} chips ({result['chips_val']} for validation)")
+    console.print(f"validation Dice (wetland, clear pixels): {result['val_dice']:.3f}")
+    console.print(f"model bundle: {result['bundle']}")
+
+
+@cli.command()
+@click.argument("bundle_path", metavar="MODEL_BUNDLE", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Class raster (.tif, COG).")
+@click.option("--clouds", type=click.Path(path_type=Path), help="Cloud mask: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster.")
+@click.option("--probabilities", is_flag=True, help="Also write OUT_probability.tif (uint8 percent, 255 = no data).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (default auto).")
+@click.option("--tile-size", type=int, help="Sliding-window tile size in pixels.")
+@click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Prediction YAML (see configs/predict.yaml).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@overrides_option
+def predict(bundle_path: Path, image: Path, output: Path, clouds: Path | None, probabilities: bool,
+            device: str | None, tile_size: int | None, overlap: int | None, config_path: Path | None,
+            overwrite: bool, overrides: tuple[str, ...]) -> None:
+    """Predict wetlands over a whole scene into a QGIS-ready Cloud-Optimized GeoTIFF."""
+    extra = config.parse_overrides(overrides)
+    for key, value in (("device", device), ("tile_size", tile_size), ("overlap", overlap)):
+        if value is not None:
+            extra[key] = value
+    cfg = config.load(config.PredictConfig, config_path, extra)
+    from wetmap.model import load_bundle
+    from wetmap.predict import predict_scene
+
+    result = predict_scene(load_bundle(bundle_path), image, output, clouds=clouds, cfg=cfg,
+                           probabilities=probabilities, overwrite=overwrite)
+    console.print(f"predicted {result.pixels:,} pixels on {result.device} in {result.seconds:.1f} s "
+                  f"({result.pixels / max(result.seconds, 1e-9) / 1e6:.2f} Mpx/s)")
+    console.print(f"clear: {result.valid_fraction:.1%} of the scene; wetland: {result.wetland_fraction:.1%} of clear pixels")
+    console.print(f"classes: {result.classes}" + (f"\nprobability: {result.probabilities}" if result.probabilities else ""))
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+@cli.command()
+@click.argument("pred", type=click.Path(path_type=Path))
+@click.argument("truth", type=click.Path(path_type=Path))
+@click.option("--regions", required=True, type=click.Path(path_type=Path), help="Vector file of regions (any CRS).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--clouds", type=click.Path(path_type=Path), help="Extra cloud mask: these pixels are not scored.")
+@click.option("--region-field", help="Attribute holding the region name (default: name, region or id).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Evaluation YAML (see configs/evaluate.yaml).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@overrides_option
+def evaluate(pred: Path, truth: Path, regions: Path, output: Path, clouds: Path | None, region_field: str | None,
+             config_path: Path | None, overwrite: bool, overrides: tuple[str, ...]) -> None:
+    """Score a prediction per region of a vector file: Dice, IoU, precision, recall, areas."""
+    extra = config.parse_overrides(overrides)
+    if region_field is not None:
+        extra["region_field"] = region_field
+    cfg = config.load(config.EvaluateConfig, config_path, extra)
+    from wetmap.report import evaluate as run_evaluate
+
+    report = run_evaluate(pred, truth, regions, output, clouds=clouds, cfg=cfg, overwrite=overwrite)
+    table = Table(title=f"{report['class']} Dice per region (clear pixels)")
+    for col in ("region", "Dice", "IoU", "precision", "recall", "pred ha", "ref ha", "valid"):
+        table.add_column(col, justify="left" if col == "region" else "right")
+    for r in report["regions"]:
+        table.add_row(r["name"], _fmt(r["dice"]), _fmt(r["iou"]), _fmt(r["precision"]), _fmt(r["recall"]),
+                      _fmt(r["pred_area_ha"], ".1f"), _fmt(r["ref_area_ha"], ".1f"), _fmt(r["valid_fraction"], ".0%"))
+    console.print(table)
+    o = report["overall"]
+    console.print(f"overall Dice: micro {_fmt(o['micro']['dice'])}, macro {_fmt(o['macro']['dice'])}")
+    console.print(f"report: {output / 'report.json'}, {output / 'regions.csv'}")
+
+
+def main() -> None:
+    """Entry point: one-line errors with exit code 2 for bad input; tracebacks only for bugs."""
+    from rasterio.errors import RasterioError
+
+    try:
+        code = cli.main(standalone_mode=False)
+    except WetmapError as exc:
+        click.echo(f"wetmap: error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except RasterioError as exc:
+        click.echo(f"wetmap: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.Abort:
+        click.echo("wetmap: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code or 0)

@@ -1,0 +1,96 @@
+"""Valid-pixel masks: True where a pixel may be used for training, prediction and scoring.
+
+A pixel is invalid when it is no data in any band (the band nodata value, or NaN), or cloud,
+cloud shadow or cirrus by the scene's mask: a Sentinel-2 SCL band, a Landsat QA_PIXEL band (bit
+flags) or a generic 0/1 mask raster (1 = cloud). Clouds can be grown by N pixels, read with a
+halo so a window's mask is the same however the scene is cut into windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from rasterio.windows import Window
+from scipy import ndimage
+
+from wetmap.config import DEFAULT_SCL_INVALID, CloudConfig
+from wetmap.io.raster import Grid, aligned, open_raster, read_window
+
+MaskKind = Literal["scl", "qa_pixel", "mask"]
+# Landsat Collection 2 QA_PIXEL bits: fill, dilated cloud, cirrus, cloud, cloud shadow.
+QA_PIXEL_INVALID_BITS = (0, 1, 2, 3, 4)
+
+
+def scl_valid(scl: np.ndarray, invalid: Sequence[int] = DEFAULT_SCL_INVALID) -> np.ndarray:
+    """Sentinel-2 L2A scene classification to valid mask."""
+    return ~np.isin(scl, np.asarray(invalid, dtype=scl.dtype))
+
+
+def qa_pixel_valid(qa: np.ndarray, bits: Sequence[int] = QA_PIXEL_INVALID_BITS) -> np.ndarray:
+    """Landsat Collection 2 QA_PIXEL bit flags to valid mask."""
+    flags = np.uint64(sum(1 << b for b in bits))
+    return (qa.astype(np.uint64) & flags) == 0
+
+
+def mask_valid(mask: np.ndarray) -> np.ndarray:
+    """A generic cloud mask raster, 1 (or any non-zero) = cloud."""
+    return mask == 0
+
+
+def nodata_valid(bands: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(C,H,W) bands to (H,W) valid mask: no band is nodata or NaN."""
+    bad = np.zeros(bands.shape[1:], bool)
+    if bands.dtype.kind == "f":
+        bad |= np.isnan(bands).any(0)
+    if nodata is not None and not np.isnan(nodata):
+        bad |= (bands == nodata).any(0)
+    return ~bad
+
+
+def guess_kind(path: str | Path, description: str | None) -> MaskKind:
+    """SCL or QA_PIXEL by band description or file name; anything else is a 0/1 mask."""
+    text = f"{description or ''} {Path(path).name}".upper()
+    if "SCL" in text:
+        return "scl"
+    if "QA_PIXEL" in text or "QA-PIXEL" in text:
+        return "qa_pixel"
+    return "mask"
+
+
+class CloudMask:
+    """A cloud-mask raster seen on an image grid, read window by window as a valid mask."""
+
+    def __init__(self, path: str | Path, grid: Grid, config: CloudConfig | None = None,
+                 kind: MaskKind | None = None, image_name: str | Path | None = None) -> None:
+        self.config = config or CloudConfig()
+        self.path = Path(path)
+        self._src = open_raster(self.path)
+        self.kind = kind or guess_kind(self.path, self._src.descriptions[0])
+        # Pixels the mask does not cover are unknown: read them as SCL no data / QA fill / cloud.
+        fill = {"scl": 0, "qa_pixel": 1, "mask": 1}[self.kind]
+        self._view = aligned(self._src, grid, nodata=fill, name=self.path, other=image_name)
+        self._fill = fill
+
+    def valid(self, window: Window) -> np.ndarray:
+        """(h,w) bool for `window` of the image grid, with clouds grown by `dilate` pixels."""
+        d = self.config.dilate
+        padded = Window(window.col_off - d, window.row_off - d, window.width + 2 * d, window.height + 2 * d)
+        raw = read_window(self._view, padded, 1, boundless_fill=self._fill)
+        if self.kind == "scl":
+            ok = scl_valid(raw, self.config.scl_invalid)
+        elif self.kind == "qa_pixel":
+            ok = qa_pixel_valid(raw)
+        else:
+            ok = mask_valid(raw)
+        if d:
+            ok = ~ndimage.binary_dilation(~ok, iterations=d)
+            ok = ok[d:d + int(window.height), d:d + int(window.width)]
+        return ok
+
+    def close(self) -> None:
+        if self._view is not self._src:
+            self._view.close()
+        self._src.close()

@@ -1,0 +1,179 @@
+"""Training chips: extraction from aligned rasters, spatial split, normalisation, datasets.
+
+Chips are cut on a TileGrid of the image; labels and clouds are read through views aligned to the
+image grid, so a label raster on another grid (or CRS) lines up pixel for pixel. The split is by
+spatial block of chips, so neighbouring chips never straddle train and validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import rasterio
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from wetmap.cloud import CloudMask, nodata_valid
+from wetmap.config import DataConfig
+from wetmap.errors import WetmapError
+from wetmap.io.raster import GDAL_ENV, Grid, band_indexes, open_raster, read_window
+from wetmap.io.vector import open_labels
+from wetmap.tiling import TileGrid
+
+LABEL_UNKNOWN = 255
+
+
+def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
+              valid: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
+    """(…,C,H,W) raw band values to zero-mean unit-variance input; unusable pixels become 0.
+
+    Setting no-data / cloud pixels to the band mean keeps their extreme values (0, bright cloud)
+    from leaking into the features of their clear neighbours.
+    """
+    if isinstance(raw, torch.Tensor):
+        m = torch.as_tensor(mean, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
+        s = torch.as_tensor(std, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
+        x = (raw.float() - m) / s
+        if valid is not None:
+            x = x * valid.unsqueeze(-3).to(x.dtype)
+        return x
+    x = (raw.astype(np.float32) - mean.astype(np.float32)[:, None, None]) / std.astype(np.float32)[:, None, None]
+    if valid is not None:
+        x *= valid[..., None, :, :]
+    return x
+
+
+@dataclass
+class ChipSet:
+    """Chips in memory: raw image (N,C,S,S), labels (N,S,S), valid masks, split and statistics."""
+
+    image: np.ndarray
+    label: np.ndarray
+    valid: np.ndarray
+    split: np.ndarray
+    bands: list[str]
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    std: np.ndarray = field(default_factory=lambda: np.ones(0))
+
+    def subset(self, name: str) -> "ChipSet":
+        keep = self.split == name
+        return ChipSet(self.image[keep], self.label[keep], self.valid[keep], self.split[keep],
+                       self.bands, self.mean, self.std)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+
+def band_stats(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation over valid pixels only (clouds would skew them)."""
+    n = valid.sum()
+    if n == 0:
+        raise WetmapError("no valid training pixels to compute band statistics")
+    bands = image.transpose(1, 0, 2, 3).reshape(image.shape[1], -1)[:, valid.reshape(-1)].astype(np.float64)
+    mean = bands.mean(1)
+    std = bands.std(1)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def spatial_split(rows: np.ndarray, cols: np.ndarray, block: int, val_fraction: float, seed: int) -> np.ndarray:
+    """'train' / 'val' per chip by blocks of block x block chips, chosen at random by the seed."""
+    blocks = rows // block * 100_000 + cols // block
+    unique = np.unique(blocks)
+    if len(unique) < 2:
+        raise WetmapError(f"too few chips for a spatial split ({len(rows)} chips in one block); "
+                          "use a smaller data.chip_size or data.split_block")
+    rng = np.random.default_rng([seed, 7])
+    n_val = min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
+    val_blocks = rng.choice(unique, size=n_val, replace=False)
+    return np.where(np.isin(blocks, val_blocks), "val", "train")
+
+
+def extract_chips(cfg: DataConfig, seed: int = 0) -> ChipSet:
+    """Cut the training chips from the image, labels and cloud mask named in `cfg`."""
+    with rasterio.Env(**GDAL_ENV), open_raster(cfg.image) as src:
+        indexes = band_indexes(src, cfg.bands)
+        grid = Grid.of(src)
+        labels = open_labels(cfg.labels, grid, image_name=cfg.image, unknown=LABEL_UNKNOWN)
+        try:
+            clouds = CloudMask(cfg.clouds, grid, cfg.cloud, image_name=cfg.image) if cfg.clouds else None
+            images, labs, valids, rows, cols = [], [], [], [], []
+            for tile in TileGrid(grid.width, grid.height, cfg.chip_size):
+                x = read_window(src, tile.window, indexes)
+                y = labels.read(tile.window)
+                known = nodata_valid(x, src.nodata) & (y != LABEL_UNKNOWN)
+                ok = known & clouds.valid(tile.window) if clouds is not None else known
+                if ok.mean() < cfg.min_valid:
+                    continue
+                images.append(x)
+                # Labels under clouds are kept (255 only where unknown): only `valid` masks clouds.
+                labs.append(np.where(known, y, LABEL_UNKNOWN).astype(np.uint8))
+                valids.append(ok)
+                rows.append(tile.row)
+                cols.append(tile.col)
+            if clouds is not None:
+                clouds.close()
+        finally:
+            labels.close()
+    if not images:
+        raise WetmapError(f"no chip has at least {cfg.min_valid:.0%} valid pixels", cfg.image)
+    split = spatial_split(np.array(rows), np.array(cols), cfg.split_block, cfg.val_fraction, seed)
+    chips = ChipSet(np.stack(images), np.stack(labs), np.stack(valids), split, list(cfg.bands))
+    train = chips.split == "train"
+    chips.mean, chips.std = band_stats(chips.image[train], chips.valid[train])
+    return chips
+
+
+class ChipDataset(Dataset):
+    """Normalised chips as TorchGeo-style sample dicts: image, mask and the valid mask.
+
+    With `augment`, a random flip and 90° rotation is applied identically to all three.
+    """
+
+    def __init__(self, chips: ChipSet, augment: bool = False, seed: int = 0) -> None:
+        self.chips, self.augment = chips, augment
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        c = self.chips
+        valid = torch.from_numpy(c.valid[i])
+        image = normalize(torch.from_numpy(c.image[i].astype(np.float32)), c.mean, c.std, valid)
+        mask = torch.from_numpy(c.label[i].astype(np.int64))
+        if self.augment:
+            k, flip = torch.randint(0, 4, (2,), generator=self.generator).tolist()
+            image, mask, valid = (torch.rot90(t, k, dims=(-2, -1)) for t in (image, mask, valid))
+            if flip % 2:
+                image, mask, valid = (torch.flip(t, dims=(-1,)) for t in (image, mask, valid))
+        return {"image": image.contiguous(), "mask": mask.contiguous(), "valid": valid.contiguous()}
+
+
+class ChipDataModule(L.LightningDataModule):
+    """Train / validation loaders over a ChipSet, pinned memory when a GPU takes the batches."""
+
+    def __init__(self, chips: ChipSet, batch_size: int, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__()
+        self.chips, self.batch_size, self.num_workers, self.seed = chips, batch_size, num_workers, seed
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(ChipDataset(self.chips.subset("train"), augment=True, seed=self.seed),
+                          batch_size=self.batch_size, shuffle=True, drop_last=False,
+                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                          generator=torch.Generator().manual_seed(self.seed),
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(ChipDataset(self.chips.subset("val")), batch_size=self.batch_size,
+                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0)
+
+
+def chip_summary(chips: ChipSet) -> dict[str, float | int]:
+    """Counts a user wants to see before training: chips per split, wetland share of valid pixels."""
+    valid = chips.valid
+    wet = (chips.label == 1) & valid
+    return {"chips_train": int((chips.split == "train").sum()), "chips_val": int((chips.split == "val").sum()),
+            "valid_fraction": float(valid.mean()), "wetland_fraction": float(wet.sum() / max(1, valid.sum()))}

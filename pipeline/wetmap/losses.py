@@ -1,0 +1,304 @@
+"""The cloud-masked Dice loss family (torch only).
+
+Every loss takes `loss(pred, target, valid=None, weight=None)`. `valid` (N,H,W, True = usable)
+removes cloud, shadow, cirrus, no-data and unknown-label pixels from every sum, after the
+activation, so they give neither loss nor gradient; target values there (e.g. 255) are never read
+as classes. Sums run in float32 even under autocast. A sample with no valid pixel is left out of
+the mean; a batch with none gives 0 with zero gradients.
+
+Dice per (sample, class) = (2·Σwpg + smooth_nr) / (Σwp + Σwg + smooth_dr), w = valid · weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Mode = Literal["binary", "multiclass"]
+_TINY = 1e-12
+
+
+def _pixel_weights(valid: Tensor | None, weight: Tensor | None, like: Tensor) -> Tensor:
+    """(N,1,H,W) float32 weights: the valid mask times an optional per-pixel weight map."""
+    n, _, h, w = like.shape
+    out = torch.ones((n, 1, h, w), dtype=torch.float32, device=like.device)
+    if valid is not None:
+        out = out * valid.reshape(n, 1, h, w).to(torch.float32)
+    if weight is not None:
+        out = out * weight.reshape(n, 1, h, w).to(torch.float32)
+    return out
+
+
+def _as_nchw(pred: Tensor, mode: Mode) -> Tensor:
+    if mode == "binary" and pred.ndim == 3:
+        pred = pred.unsqueeze(1)
+    if pred.ndim != 4:
+        raise ValueError(f"pred must be (N,C,H,W){' or (N,H,W)' if mode == 'binary' else ''}, got {tuple(pred.shape)}")
+    if mode == "binary" and pred.shape[1] != 1:
+        raise ValueError(f"binary mode expects one channel, got {pred.shape[1]}")
+    return pred.float()
+
+
+def activate(pred: Tensor, mode: Mode, from_logits: bool = True, temperature: float = 1.0) -> Tensor:
+    """Probabilities (N,C,H,W): sigmoid (binary) or softmax over C of logits / temperature."""
+    pred = _as_nchw(pred, mode)
+    if not from_logits:
+        return pred
+    pred = pred / temperature
+    return torch.sigmoid(pred) if mode == "binary" else torch.softmax(pred, dim=1)
+
+
+def targets(target: Tensor, mode: Mode, num_classes: int, valid: Tensor | None) -> Tensor:
+    """(N,C,H,W) float32 targets from class indices or soft targets; invalid pixels read as 0."""
+    if target.is_floating_point() and target.ndim == 4:
+        out = target.float()
+    else:
+        index = target.long()
+        if index.ndim == 4:
+            index = index[:, 0]
+        usable = (index >= 0) & (index < max(num_classes, 2))
+        if valid is not None:
+            usable &= valid.reshape(index.shape).bool()
+        index = torch.where(usable, index, torch.zeros_like(index))
+        if mode == "binary":
+            out = index.unsqueeze(1).float()
+        else:
+            out = F.one_hot(index, num_classes).permute(0, 3, 1, 2).float()
+    if valid is not None:
+        out = out * valid.reshape(out.shape[0], 1, *out.shape[2:]).float()
+    return out
+
+
+class _OverlapLoss(nn.Module):
+    """Shared machinery of the Dice-like losses: masked sums, reductions, empty-sample rules."""
+
+    def __init__(self, mode: Mode = "binary", from_logits: bool = True, smooth_nr: float = 1e-5,
+                 smooth_dr: float = 1e-5, squared: bool = False, batch: bool = False,
+                 include_background: bool = True, average: Literal["macro", "micro"] = "macro",
+                 class_weights: Sequence[float] | Tensor | None = None, jaccard: bool = False,
+                 temperature: float = 1.0) -> None:
+        super().__init__()
+        if mode not in ("binary", "multiclass"):
+            raise ValueError(f"mode must be 'binary' or 'multiclass', got {mode!r}")
+        if average not in ("macro", "micro"):
+            raise ValueError(f"average must be 'macro' or 'micro', got {average!r}")
+        self.mode, self.from_logits, self.temperature = mode, from_logits, float(temperature)
+        self.smooth_nr, self.smooth_dr = float(smooth_nr), float(smooth_dr)
+        self.squared, self.batch, self.jaccard = squared, batch, jaccard
+        self.include_background, self.average = include_background, average
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
+
+    def _sums(self, pred: Tensor, target: Tensor, valid: Tensor | None, weight: Tensor | None):
+        """Masked per-(sample, class) sums TP=Σwpg, ΣwP, ΣwG (N,C), and which samples count."""
+        p = activate(pred, self.mode, self.from_logits, self.temperature)
+        g = targets(target, self.mode, p.shape[1], valid)
+        w = _pixel_weights(valid, weight, p)
+        if self.mode == "multiclass" and not self.include_background:
+            p, g = p[:, 1:], g[:, 1:]
+        dims = (2, 3)
+        tp = (w * p * g).sum(dims)
+        ps = (w * (p * p if self.squared else p)).sum(dims)
+        gs = (w * (g * g if self.squared else g)).sum(dims)
+        counts = (w > 0).flatten(1).any(1)
+        if self.batch:
+            tp, ps, gs = tp.sum(0, keepdim=True), ps.sum(0, keepdim=True), gs.sum(0, keepdim=True)
+            counts = counts.any().reshape(1)
+        return tp, ps, gs, counts
+
+    def _class_weights(self, n_classes: int, device: torch.device) -> Tensor:
+        if self.class_weights is None:
+            return torch.full((n_classes,), 1.0 / n_classes, device=device)
+        cw = self.class_weights.to(device)
+        if self.mode == "multiclass" and not self.include_background and cw.numel() == n_classes + 1:
+            cw = cw[1:]
+        if cw.numel() != n_classes:
+            raise ValueError(f"class_weights has {cw.numel()} values for {n_classes} classes")
+        return cw / cw.sum()
+
+    def _score(self, tp: Tensor, ps: Tensor, gs: Tensor) -> Tensor:
+        if self.jaccard:
+            return (tp + self.smooth_nr) / (ps + gs - tp + self.smooth_dr).clamp_min(_TINY)
+        return (2 * tp + self.smooth_nr) / (ps + gs + self.smooth_dr).clamp_min(_TINY)
+
+    def _reduce(self, tp: Tensor, ps: Tensor, gs: Tensor, counts: Tensor) -> Tensor:
+        cw = self._class_weights(tp.shape[1], tp.device)
+        if self.average == "micro":
+            per_sample = 1 - self._score((tp * cw).sum(1), (ps * cw).sum(1), (gs * cw).sum(1))
+        else:
+            per_sample = ((1 - self._score(tp, ps, gs)) * cw).sum(1)
+        return _mean_over(per_sample, counts)
+
+    def forward(self, pred: Tensor, target: Tensor, valid: Tensor | None = None,
+                weight: Tensor | None = None) -> Tensor:
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return self._reduce(*self._sums(pred, target, valid, weight))
+
+
+def _mean_over(per_sample: Tensor, counts: Tensor) -> Tensor:
+    """Mean over the samples that have a valid pixel; 0 (zero gradient) when none has."""
+    keep = counts.to(per_sample.dtype)
+    return (per_sample * keep).sum() / keep.sum().clamp_min(1.0)
+
+
+class DiceLoss(_OverlapLoss):
+    """Soft Dice (or Jaccard) loss over valid pixels; see the module docstring for the formula."""
+
+
+class GeneralizedDiceLoss(_OverlapLoss):
+    """Generalized Dice (Sudre et al. 2017): classes weighted by 1/G², 1/G or 1 of their volume G.
+
+    A class absent from the (valid part of the) target takes the largest finite weight, so its
+    false positives still cost something.
+    """
+
+    def __init__(self, w_type: Literal["square", "simple", "uniform"] = "square", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if w_type not in ("square", "simple", "uniform"):
+            raise ValueError(f"w_type must be square, simple or uniform, got {w_type!r}")
+        self.w_type = w_type
+
+    def _reduce(self, tp: Tensor, ps: Tensor, gs: Tensor, counts: Tensor) -> Tensor:
+        if self.w_type == "uniform":
+            w = torch.ones_like(gs)
+        else:
+            w = 1.0 / (gs * gs if self.w_type == "square" else gs)
+        finite = torch.isfinite(w)
+        w = torch.where(finite, w, torch.zeros_like(w))
+        largest = w.max(dim=1, keepdim=True).values
+        largest = torch.where(largest > 0, largest, torch.ones_like(largest))
+        w = torch.where(finite, w, largest).detach()
+        if self.class_weights is not None:
+            w = w * self._class_weights(tp.shape[1], tp.device)
+        numer = 2 * (w * tp).sum(1) + self.smooth_nr
+        denom = (w * (ps + gs)).sum(1) + self.smooth_dr
+        if self.jaccard:
+            numer = numer / 2
+            denom = denom - (w * tp).sum(1)
+        return _mean_over(1 - numer / denom.clamp_min(_TINY), counts)
+
+
+class TverskyLoss(_OverlapLoss):
+    """1 − (TP + smooth_nr) / (TP + α·FP + β·FN + smooth_dr) per (sample, class).
+
+    α > β punishes false positives more (precision), β > α false negatives (recall: thin wetlands).
+    """
+
+    def __init__(self, alpha: float = 0.5, beta: float = 0.5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def _score(self, tp: Tensor, ps: Tensor, gs: Tensor) -> Tensor:
+        fp, fn = ps - tp, gs - tp
+        return (tp + self.smooth_nr) / (tp + self.alpha * fp + self.beta * fn + self.smooth_dr).clamp_min(_TINY)
+
+
+def _masked_pixel_mean(loss: Tensor, valid: Tensor | None, weight: Tensor | None) -> Tensor:
+    w = _pixel_weights(valid, weight, loss)
+    return (loss * w).sum() / w.sum().clamp_min(_TINY)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss (Lin et al. 2017), mean over valid pixels; gamma=0 gives (B)CE."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = None,
+                 mode: Mode = "binary", from_logits: bool = True, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.gamma, self.mode, self.from_logits, self.temperature = float(gamma), mode, from_logits, float(temperature)
+        self.alpha = alpha
+
+    def forward(self, pred: Tensor, target: Tensor, valid: Tensor | None = None,
+                weight: Tensor | None = None) -> Tensor:
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            x = _as_nchw(pred, self.mode) / self.temperature
+            g = targets(target, self.mode, x.shape[1], valid)
+            if self.mode == "binary":
+                if self.from_logits:
+                    ce = F.binary_cross_entropy_with_logits(x, g, reduction="none")
+                    p = torch.sigmoid(x)
+                else:
+                    p = x.clamp(_TINY, 1 - 1e-7)
+                    ce = F.binary_cross_entropy(p, g, reduction="none")
+                p_t = p * g + (1 - p) * (1 - g)
+                loss = ce * (1 - p_t).pow(self.gamma) if self.gamma else ce
+                if self.alpha is not None:
+                    a = float(self.alpha)  # type: ignore[arg-type]
+                    loss = loss * (a * g + (1 - a) * (1 - g))
+            else:
+                logp = F.log_softmax(x, 1) if self.from_logits else x.clamp_min(_TINY).log()
+                ce = -(g * logp)
+                loss = ce * (1 - logp.exp()).pow(self.gamma) if self.gamma else ce
+                if self.alpha is not None:
+                    loss = loss * torch.as_tensor(self.alpha, dtype=loss.dtype, device=loss.device).view(1, -1, 1, 1)
+                loss = loss.sum(1, keepdim=True)
+            return _masked_pixel_mean(loss, valid, weight)
+
+
+class CompositeLoss(nn.Module):
+    """A weighted sum of named losses, e.g. CompositeLoss({"dice": 0.5, "bce": 0.5})."""
+
+    def __init__(self, terms: Mapping[str, float], mode: Mode = "binary", **options) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("CompositeLoss needs at least one term")
+        self.weights = {name: float(w) for name, w in terms.items()}
+        self.terms = nn.ModuleDict({name: build_loss(name, mode=mode, **options) for name in terms})
+
+    def forward(self, pred: Tensor, target: Tensor, valid: Tensor | None = None,
+                weight: Tensor | None = None) -> Tensor:
+        return sum(self.weights[name] * term(pred, target, valid, weight) for name, term in self.terms.items())
+
+
+_OVERLAP_KEYS = {"from_logits", "smooth_nr", "smooth_dr", "squared", "batch", "include_background",
+                 "average", "class_weights", "jaccard", "temperature"}
+_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "dice": DiceLoss,
+    "generalized_dice": GeneralizedDiceLoss,
+    "tversky": TverskyLoss,
+    "focal": FocalLoss,
+    "bce": lambda mode="binary", **kw: FocalLoss(gamma=0.0, mode=mode, **kw),
+    "ce": lambda mode="multiclass", **kw: FocalLoss(gamma=0.0, mode=mode, **kw),
+}
+
+
+def build_loss(name: str, mode: Mode = "binary", **options) -> nn.Module:
+    """A loss by config name: dice, generalized_dice, tversky, focal, bce, ce or composite.
+
+    Options a term does not take (e.g. `smooth_nr` for BCE inside a composite) are dropped for it.
+    """
+    if name == "composite":
+        terms = options.pop("terms", {"dice": 0.5, "bce": 0.5})
+        return CompositeLoss(terms, mode=mode, **options)
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join([*_FACTORIES, 'composite'])}")
+    if name in ("focal", "bce", "ce"):
+        options = {k: v for k, v in options.items()
+                   if k in {"from_logits", "temperature"} | ({"gamma", "alpha"} if name == "focal" else set())}
+    else:
+        allowed = _OVERLAP_KEYS | {"generalized_dice": {"w_type"}, "tversky": {"alpha", "beta"}}.get(name, set())
+        options = {k: v for k, v in options.items() if k in allowed}
+    return _FACTORIES[name](mode=mode, **options)
+
+
+def boundary_weights(target: Tensor, width: int = 3, amplitude: float = 2.0,
+                     valid: Tensor | None = None) -> Tensor:
+    """(N,H,W) weights 1 + amplitude·exp(−(d/width)²), d = pixels to the nearest class boundary.
+
+    Wetland edges are where maps disagree most; weighting them sharpens the outline. Distances are
+    chessboard steps grown by 3x3 max-pooling, up to 3·width.
+    """
+    t = target.long()
+    if valid is not None:
+        t = torch.where(valid.bool(), t, torch.zeros_like(t))
+    t = t.unsqueeze(1).float()
+    edge = (F.max_pool2d(t, 3, 1, 1) != -F.max_pool2d(-t, 3, 1, 1)).float()
+    dist = torch.full_like(edge, float(3 * width + 1))
+    reached = edge
+    for step in range(3 * width + 1):
+        dist = torch.where((reached > 0) & (dist > step), torch.full_like(dist, float(step)), dist)
+        reached = F.max_pool2d(reached, 3, 1, 1)
+    return (1 + amplitude * torch.exp(-(dist / width) ** 2)).squeeze(1)

@@ -1,0 +1,135 @@
+"""The segmentation network (built through TorchGeo) and the model bundle.
+
+A bundle is one file holding everything prediction needs: weights, the config that trained them,
+band names and order, normalisation statistics, class names and colours, validation metrics and
+versions. It holds only tensors and plain data, so it loads with `torch.load(weights_only=True)`:
+opening a bundle never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wetmap import __version__
+from wetmap.config import ModelConfig
+from wetmap.data import normalize
+from wetmap.errors import WetmapError
+from wetmap.io.raster import atomic_output
+
+BUNDLE_FORMAT = "wetmap-bundle/1"
+
+
+def task_kind(num_classes: int) -> str:
+    """Two classes train as one sigmoid channel (binary); more as softmax (multiclass)."""
+    return "binary" if num_classes == 2 else "multiclass"
+
+
+def torchgeo_task_args(cfg: ModelConfig, in_channels: int) -> dict[str, Any]:
+    """Arguments for TorchGeo's SemanticSegmentationTask that define the network."""
+    kind = task_kind(len(cfg.classes))
+    return {"model": cfg.arch, "backbone": cfg.backbone, "weights": cfg.weights, "in_channels": in_channels,
+            "task": kind, "num_classes": None if kind == "binary" else len(cfg.classes)}
+
+
+def build_network(cfg: ModelConfig, in_channels: int) -> nn.Module:
+    """The bare network TorchGeo builds for this config (random initialisation unless weights)."""
+    from torchgeo.trainers import SemanticSegmentationTask
+
+    return SemanticSegmentationTask(**torchgeo_task_args(cfg, in_channels)).model
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import rasterio
+    import torchgeo
+
+    found = {"wetmap": __version__, "torch": torch.__version__, "torchgeo": torchgeo.__version__,
+             "lightning": lightning.__version__, "rasterio": rasterio.__version__,
+             "gdal": rasterio.__gdal_version__, "python": platform.python_version()}
+    return {k: str(v) for k, v in found.items()}  # torch's version is a str subclass: unpicklable safely
+
+
+def _plain(data: Any) -> Any:
+    """Plain JSON types only (numpy scalars, paths -> float/str), so weights_only loading accepts them."""
+    return json.loads(json.dumps(data, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+@dataclass
+class Bundle:
+    """A loaded model: `.model` takes normalised (N,bands,H,W) float input and returns logits."""
+
+    model: nn.Module
+    bands: list[str]
+    classes: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    colors: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 2
+
+    def normalize(self, x: torch.Tensor | np.ndarray, valid: Any = None) -> torch.Tensor | np.ndarray:
+        """Raw band values (…,bands,H,W) to the model's input scale."""
+        return normalize(x, self.mean, self.std, valid)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N,K,H,W) class probabilities from the network's logits (K = number of classes)."""
+        logits = logits.float()
+        if self.binary:
+            p = torch.sigmoid(logits[:, :1])
+            return torch.cat([1 - p, p], 1)
+        return torch.softmax(logits, 1)
+
+
+def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, bands: list[str],
+                mean: np.ndarray, std: np.ndarray, config: dict[str, Any], metrics: dict[str, Any],
+                colors: dict[int, tuple[int, int, int, int]], overwrite: bool = True) -> Path:
+    payload = {
+        "format": BUNDLE_FORMAT,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
+        "model": model_cfg.model_dump(mode="json"),
+        "bands": list(bands),
+        "classes": list(model_cfg.classes),
+        "colors": {int(k): [int(c) for c in v] for k, v in colors.items()},
+        "mean": torch.as_tensor(mean, dtype=torch.float64),
+        "std": torch.as_tensor(std, dtype=torch.float64),
+        "config": _plain(config),
+        "metrics": _plain(metrics),
+        "versions": versions(),
+    }
+    with atomic_output(path, overwrite) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle written by `wetmap train`; the network comes back in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise WetmapError("model bundle not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a bundle
+        raise WetmapError(f"not a wetmap model bundle ({type(exc).__name__})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise WetmapError(f"not a wetmap model bundle (expected format {BUNDLE_FORMAT})", path)
+    cfg = ModelConfig.model_validate({**payload["model"], "weights": None})
+    network = build_network(cfg, len(payload["bands"]))
+    network.load_state_dict(payload["state_dict"])
+    network.eval().to(device)
+    return Bundle(model=network, bands=list(payload["bands"]), classes=list(payload["classes"]),
+                  mean=payload["mean"].numpy(), std=payload["std"].numpy(),
+                  colors={int(k): tuple(v) for k, v in payload["colors"].items()},
+                  config=payload["config"], metrics=payload["metrics"], versions=payload["versions"])

@@ -1,0 +1,188 @@
+"""Training: TorchGeo's segmentation task with wetmap's cloud-masked loss, run by Lightning.
+
+TorchGeo builds the network (U-Net, DeepLabV3+, ... on timm/smp backbones, any band count) but
+has no Dice loss and its `ignore_index` drops a class rather than masking pixels, so the task
+here swaps in `losses.build_loss` and feeds it the valid mask. Validation Dice comes from exact
+confusion counts summed over the epoch, on clear pixels only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torchgeo.trainers import SemanticSegmentationTask
+
+from wetmap.config import TrainRunConfig, dump
+from wetmap.data import ChipDataModule, ChipSet, chip_summary, extract_chips
+from wetmap.errors import WetmapError
+from wetmap.io.raster import atomic_output
+from wetmap.losses import build_loss
+from wetmap.metrics import confusion, scores
+from wetmap.model import save_bundle, task_kind, torchgeo_task_args
+from wetmap.styles import CLASS_COLORS
+
+LABEL_UNKNOWN = 255
+
+
+class WetmapTask(SemanticSegmentationTask):
+    """TorchGeo semantic segmentation with a masked loss and exact, masked validation Dice."""
+
+    monitor = "val_dice"
+    mode = "max"
+
+    def __init__(self, model: str = "unet", backbone: str = "resnet18", weights: str | None = None,
+                 in_channels: int = 6, task: str = "binary", num_classes: int | None = None,
+                 lr: float = 1e-3, patience: int = 10, loss_name: str = "dice",
+                 loss_options: dict[str, Any] | None = None, masked: bool = True, n_classes: int = 2) -> None:
+        super().__init__(model=model, backbone=backbone, weights=weights, in_channels=in_channels, task=task,
+                         num_classes=num_classes, lr=lr, patience=patience)
+
+    def configure_losses(self) -> None:
+        self.criterion = build_loss(self.hparams["loss_name"], mode=self.hparams["task"],
+                                    **dict(self.hparams["loss_options"] or {}))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with a cosine decay over the run (TorchGeo's plateau schedule minimises the monitor)."""
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"], weight_decay=1e-4)
+        epochs = self.trainer.max_epochs if self.trainer and self.trainer.max_epochs else 1
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=self.hparams["lr"] * 0.02)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def configure_metrics(self) -> None:
+        k = self.hparams["n_classes"]
+        self.register_buffer("val_counts", torch.zeros(k, 4, dtype=torch.int64), persistent=False)
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = batch["image"]
+        if x.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self(x)
+
+    def _loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Masked: clear pixels only. Unmasked (for the loss experiment): every pixel with a label.
+        valid = batch["valid"] if self.hparams["masked"] else batch["mask"] != LABEL_UNKNOWN
+        return self.criterion(logits, batch["mask"], valid)
+
+    def predicted_labels(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.hparams["task"] == "binary":
+            return (logits[:, 0] > 0).long()
+        return logits.argmax(1)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        loss = self._loss(self._forward(batch), batch)
+        self.log("train_loss", loss, batch_size=batch["image"].shape[0], prog_bar=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_counts.zero_()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self._forward(batch)
+        self.log("val_loss", self._loss(logits, batch), batch_size=batch["image"].shape[0])
+        self.val_counts += confusion(self.predicted_labels(logits), batch["mask"], batch["valid"],
+                                     self.hparams["n_classes"])
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self.trainer.strategy.reduce(self.val_counts, reduce_op="sum") if self.trainer else self.val_counts
+        dice = headline_dice(scores(counts))
+        self.log("val_dice", torch.tensor(0.0 if math.isnan(dice) else dice), prog_bar=True, sync_dist=False)
+
+
+def headline_dice(s: dict[str, Any]) -> float:
+    """Wetland Dice for binary maps; mean over non-background classes otherwise."""
+    per = s["per_class"]
+    if len(per) == 2:
+        return per[1]["dice"]
+    values = [c["dice"] for c in per[1:] if not math.isnan(c["dice"])]
+    return float(np.mean(values)) if values else math.nan
+
+
+def resolve_precision(cfg_precision: str | None, accelerator: str) -> str:
+    """bf16 mixed precision on GPUs that support it, fp16 mixed on older GPUs, fp32 on the CPU."""
+    if cfg_precision:
+        return cfg_precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+@torch.no_grad()
+def evaluate_chips(task: WetmapTask, chips: ChipSet, batch_size: int) -> dict[str, Any]:
+    """Exact validation scores of `task` on the validation chips (clear pixels only)."""
+    dm = ChipDataModule(chips, batch_size)
+    task.eval()
+    counts = torch.zeros(task.hparams["n_classes"], 4, dtype=torch.int64)
+    for batch in dm.val_dataloader():
+        batch = {k: v.to(task.device) for k, v in batch.items()}
+        labels = task.predicted_labels(task._forward(batch))
+        counts += confusion(labels, batch["mask"], batch["valid"], task.hparams["n_classes"]).cpu()
+    s = scores(counts)
+    return {"val_dice": headline_dice(s), "val_counts": counts.tolist(), "val_scores": s}
+
+
+def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True) -> dict[str, Any]:
+    """Train a model from `cfg` and write the bundle, logs and checkpoints under cfg.output."""
+    out = Path(cfg.output)
+    bundle_path = out / "model.pt"
+    if bundle_path.exists() and not (overwrite or resume):
+        raise WetmapError("a model bundle already exists; pass --overwrite or --resume", bundle_path)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    chips = extract_chips(cfg.data, cfg.seed)
+    summary = chip_summary(chips)
+    kind = task_kind(len(cfg.model.classes))
+    task = WetmapTask(**torchgeo_task_args(cfg.model, len(cfg.data.bands)), lr=cfg.train.lr,
+                      loss_name=cfg.loss.name, loss_options=cfg.loss.options, masked=cfg.loss.masked,
+                      n_classes=len(cfg.model.classes))
+    checkpoints = out / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    if resume and not last.exists():
+        raise WetmapError("nothing to resume: no last checkpoint", last)
+    best_cb = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_dice", mode="max", save_last=True)
+    trainer = L.Trainer(
+        max_epochs=cfg.train.epochs,
+        accelerator="gpu" if cfg.train.accelerator == "cuda" else cfg.train.accelerator,
+        devices=cfg.train.devices,
+        precision=resolve_precision(cfg.train.precision, cfg.train.accelerator),
+        callbacks=[best_cb, EarlyStopping(monitor="val_dice", mode="max", patience=max(5, cfg.train.epochs // 3))],
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        deterministic="warn",
+        default_root_dir=out,
+    )
+    if not resume and checkpoints.exists():
+        for old in checkpoints.glob("*.ckpt"):
+            old.unlink()
+    dm = ChipDataModule(chips, cfg.train.batch_size, cfg.train.num_workers, cfg.seed)
+    trainer.fit(task, datamodule=dm, ckpt_path=str(last) if resume else None)
+    if trainer.global_rank != 0:
+        return {}
+
+    best = best_cb.best_model_path or str(last)
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    task.load_state_dict(state)
+    metrics = evaluate_chips(task.cpu(), chips, cfg.train.batch_size)
+    metrics.update(summary, epochs_run=int(trainer.current_epoch), task=kind)
+    config = dump(cfg)
+    save_bundle(bundle_path, task.model, cfg.model, cfg.data.bands, chips.mean, chips.std, config,
+                {k: v for k, v in metrics.items() if k != "val_scores"}, CLASS_COLORS)
+    with atomic_output(out / "config.yaml", overwrite=True) as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    with atomic_output(out / "metrics.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, default=float))
+    return {"bundle": str(bundle_path), **metrics}
