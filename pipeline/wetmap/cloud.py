@@ -69,16 +69,17 @@ class CloudMask:
         self.path = Path(path)
         self._src = open_raster(self.path)
         self.kind = kind or guess_kind(self.path, self._src.descriptions[0])
-        # Pixels the mask does not cover are unknown: read them as SCL no data / QA fill / cloud.
-        fill = {"scl": 0, "qa_pixel": 1, "mask": 1}[self.kind]
-        self._view = aligned(self._src, grid, nodata=fill, name=self.path, other=image_name)
-        self._fill = fill
+        # Image pixels the mask does not cover are unknown: SCL no data / QA fill / cloud.
+        unknown = {"scl": 0, "qa_pixel": 1, "mask": 1}[self.kind]
+        self._view = aligned(self._src, grid, nodata=unknown, name=self.path, other=image_name)
+        # Beyond the image edge there is nothing to mask: pad clear, so clouds grow, not the border.
+        self._clear = {"scl": 4, "qa_pixel": 0, "mask": 0}[self.kind]
 
     def valid(self, window: Window) -> np.ndarray:
         """(h,w) bool for `window` of the image grid, with clouds grown by `dilate` pixels."""
         d = self.config.dilate
         padded = Window(window.col_off - d, window.row_off - d, window.width + 2 * d, window.height + 2 * d)
-        raw = read_window(self._view, padded, 1, boundless_fill=self._fill)
+        raw = read_window(self._view, padded, 1, boundless_fill=self._clear)
         if self.kind == "scl":
             ok = scl_valid(raw, self.config.scl_invalid)
         elif self.kind == "qa_pixel":
@@ -86,7 +87,7 @@ class CloudMask:
         else:
             ok = mask_valid(raw)
         if d:
-            ok = ~ndimage.binary_dilation(~ok, iterations=d)
+            ok = ~ndimage.binary_dilation(~ok, structure=np.ones((3, 3), bool), iterations=d)
             ok = ok[d:d + int(window.height), d:d + int(window.width)]
         return ok
 

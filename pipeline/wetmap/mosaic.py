@@ -9,6 +9,7 @@ touch them: memory holds one strip of tiles, however tall the raster.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +113,17 @@ def write_strip(dst: rasterio.io.DatasetWriter, row: int, data: np.ndarray) -> N
 
 
 def to_cog(src_path: Path, dst_path: Path, resampling: str) -> None:
-    """Rewrite a GeoTIFF as a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver)."""
+    """Rewrite a GeoTIFF as a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver).
+
+    Overviews go down to about one block, and there is always at least one level, so QGIS
+    has a pyramid to draw from even for a small scene.
+    """
+    with rasterio.open(src_path) as src:
+        size = max(src.width, src.height)
+    block = 512 if size > 4096 else 256
+    levels = max(1, math.ceil(math.log2(max(size / block, 1.0))))
     rasterio.shutil.copy(src_path, dst_path, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
-                         BLOCKSIZE=512, OVERVIEW_RESAMPLING=resampling, OVERVIEWS="AUTO",
+                         BLOCKSIZE=block, OVERVIEW_RESAMPLING=resampling, OVERVIEW_COUNT=levels,
                          BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
 
 

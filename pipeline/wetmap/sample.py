@@ -138,7 +138,7 @@ def _landscape(seed: int, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
     cover[water] = WATER
 
     # Pools inside wetlands: a fine-scale mix, so single pixels look like water or like marsh.
-    pools = np.clip(0.5 + 0.9 * _field(rng, shape, 1.3), 0.0, 1.0) * wetland
+    pools = np.clip(0.25 + 0.8 * _field(rng, shape, 1.3), 0.0, 1.0) * wetland
     return cover.astype(np.uint8), pools
 
 
@@ -253,6 +253,7 @@ def make_sample(out_dir: str | Path, size: int = 1024, seed: int = 0, overwrite:
     out.mkdir(parents=True, exist_ok=True)
     shift = size // 4
     world_shape = (size + shift, size + shift)
+    block = 256 if size >= 512 else 64  # internal tiles smaller than the scene, as in real products
     world = Grid(CRS_UTM, Affine(PIXEL, 0, ORIGIN[0], 0, -PIXEL, ORIGIN[1]), *world_shape[::-1])
     cover, pools = _landscape(seed, world_shape)
 
@@ -265,20 +266,20 @@ def make_sample(out_dir: str | Path, size: int = 1024, seed: int = 0, overwrite:
         sl = np.s_[off:off + size, off:off + size]
         swath = _swath((size, size), slope, offset, flip)
         dn, scl = _scene(seed, name, cover[sl], pools[sl], swath, cloud_cover, gain)
-        grid = Grid(CRS_UTM, world.transform * Affine.translation(off, off), size, size)
+        grid = Grid(CRS_UTM, world.transform @ Affine.translation(off, off), size, size)
         tags = {"SENSOR": "synthetic Sentinel-2 L2A", "ACQUISITION": "2026-06-14" if off == 0 else "2026-07-09",
                 "BOA_QUANTIFICATION_VALUE": "10000"}
         with atomic_output(image_path, overwrite) as tmp:
-            write_raster(tmp, dn, grid, nodata=0, descriptions=DEFAULT_BANDS, tags=tags)
+            write_raster(tmp, dn, grid, nodata=0, descriptions=DEFAULT_BANDS, tags=tags, blocksize=block)
         with atomic_output(scl_path, overwrite) as tmp:
-            write_raster(tmp, scl, grid, nodata=0, descriptions=["SCL"])
+            write_raster(tmp, scl, grid, nodata=0, descriptions=["SCL"], blocksize=block)
         covered[sl] |= swath
 
     wetland = cover == WETLAND
     labels = np.where(covered, wetland, 255).astype(np.uint8)
     with atomic_output(files.labels, overwrite) as tmp:
         write_raster(tmp, labels, world, nodata=255, descriptions=["wetland"], colormap=CLASS_COLORS,
-                     tags={"CLASSES": ",".join(CLASS_NAMES)})
+                     tags={"CLASSES": ",".join(CLASS_NAMES)}, blocksize=block)
     _write_vector(_wetland_polygons(wetland, world.transform), files.wetlands, overwrite)
     _write_vector(_regions(seed, world.bounds), files.regions, overwrite)
     return files

@@ -1,0 +1,5 @@
+"""`python -m wetmap` runs the command line."""
+
+from wetmap.cli import main
+
+main()
