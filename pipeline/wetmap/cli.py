@@ -71,6 +71,8 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
     cfg = config.load(config.TrainRunConfig, config_path, extra)
     from wetmap.train import fit
 
+    _quiet_libraries()  # again: importing Lightning sets its loggers back to INFO
+
     result = fit(cfg, resume=resume, overwrite=overwrite)
     console.print(f"trained {cfg.model.arch}/{cfg.model.backbone} for {result['epochs_run']} epochs on "
                   f"{result['chips_train']} chips ({result['chips_val']} for validation)")
@@ -101,6 +103,8 @@ def predict(bundle_path: Path, image: Path, output: Path, clouds: Path | None, p
     cfg = config.load(config.PredictConfig, config_path, extra)
     from wetmap.model import load_bundle
     from wetmap.predict import predict_scene
+
+    _quiet_libraries()
 
     result = predict_scene(load_bundle(bundle_path), image, output, clouds=clouds, cfg=cfg,
                            probabilities=probabilities, overwrite=overwrite)
