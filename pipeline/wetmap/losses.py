@@ -51,7 +51,8 @@ def activate(pred: Tensor, mode: Mode, from_logits: bool = True, temperature: fl
     pred = _as_nchw(pred, mode)
     if not from_logits:
         return pred
-    pred = pred / temperature
+    if temperature != 1.0:
+        pred = pred / temperature
     return torch.sigmoid(pred) if mode == "binary" else torch.softmax(pred, dim=1)
 
 
@@ -103,37 +104,45 @@ class _OverlapLoss(nn.Module):
         scattered by index, which is what keeps the masked loss as fast as MONAI's unmasked one.
         """
         p = activate(pred, self.mode, self.from_logits, self.temperature)
-        w = _pixel_weights(valid, weight, p)
+        n, c = p.shape[:2]
         pp = p * p if self.squared else p
+        total = None  # per-sample weight total; None when every pixel counts fully
         if target.is_floating_point() and target.ndim == 4:  # soft / one-hot targets
+            w = _pixel_weights(valid, weight, p)
             g = target.float()
             gw = g if w is None else g * w
             tp = (p * gw).sum((2, 3))
             ps = (pp if w is None else pp * w).sum((2, 3))
             gs = (gw * g if self.squared else gw).sum((2, 3))
-            weight_total = None if w is None else w.sum((1, 2, 3))
+            total = None if w is None else w.sum((1, 2, 3))
         else:
-            index = target.long().reshape(p.shape[0], 1, *p.shape[2:])
-            known = (index >= 0) & (index < max(p.shape[1], 2))
-            if w is None and bool(known.all()):
-                wt = torch.ones_like(p[:, :1])
-            else:
-                wt = known.float() if w is None else w * known
+            index = target.reshape(n, 1, *p.shape[2:])
+            known = (index >= 0) & (index < max(c, 2)) if index.dtype != torch.bool else None
+            if valid is not None:
+                ok = valid.reshape(index.shape).bool()
+                known = ok if known is None else known & ok
+            wt = None
+            if known is not None and (valid is not None or not bool(known.all())):
+                wt = known.float()
+            if weight is not None:
+                wmap = weight.reshape(index.shape).float()
+                wt = wmap if wt is None else wt * wmap
             if self.mode == "binary":
-                gw = wt * (index == 1)
+                g = (index == 1).float()
+                gw = g if wt is None else g * wt
                 tp = (p * gw).sum((2, 3))
                 gs = gw.sum((2, 3))
             else:
-                safe = torch.where(known, index, torch.zeros_like(index)).flatten(1)
-                picked = p.gather(1, safe.view_as(index)) * wt
-                tp = torch.zeros(p.shape[:2], device=p.device).scatter_add_(1, safe, picked.flatten(1))
-                gs = torch.zeros(p.shape[:2], device=p.device).scatter_add_(1, safe, wt.flatten(1))
-            ps = (pp * wt).sum((2, 3))
-            weight_total = wt.sum((1, 2, 3))
+                safe = index.long() if known is None else torch.where(known, index.long(), 0)
+                picked = p.gather(1, safe)
+                ones = torch.ones_like(picked) if wt is None else wt
+                tp = p.new_zeros(n, c).scatter_add_(1, safe.flatten(1), (picked if wt is None else picked * wt).flatten(1))
+                gs = p.new_zeros(n, c).scatter_add_(1, safe.flatten(1), ones.flatten(1))
+            ps = (pp if wt is None else pp * wt).sum((2, 3))
+            total = None if wt is None else wt.sum((1, 2, 3))
         if self.mode == "multiclass" and not self.include_background:
             tp, ps, gs = tp[:, 1:], ps[:, 1:], gs[:, 1:]
-        counts = (torch.ones(p.shape[0], dtype=torch.bool, device=p.device) if weight_total is None
-                  else weight_total > 0)
+        counts = torch.ones(n, dtype=torch.bool, device=p.device) if total is None else total > 0
         if self.batch:
             tp, ps, gs = tp.sum(0, keepdim=True), ps.sum(0, keepdim=True), gs.sum(0, keepdim=True)
             counts = counts.any().reshape(1)
