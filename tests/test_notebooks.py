@@ -1,0 +1,22 @@
+"""The notebooks execute end to end (at small sizes), so they never rot."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+
+def test_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WETMAP_NB_SIZE", "256")
+    monkeypatch.setenv("WETMAP_NB_EPOCHS", "1")
+    monkeypatch.setenv("WETMAP_NB_WORKDIR", str(tmp_path))
+    nb = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert (tmp_path / "wetlands.tif").exists()
+    assert (tmp_path / "report" / "report.json").exists()
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3, "maps are shown inline"
