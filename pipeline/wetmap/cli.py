@@ -74,6 +74,8 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
     _quiet_libraries()  # again: importing Lightning sets its loggers back to INFO
 
     result = fit(cfg, resume=resume, overwrite=overwrite)
+    if not result:  # a non-zero rank of a multi-GPU run: rank 0 reports
+        return
     console.print(f"trained {cfg.model.arch}/{cfg.model.backbone} for {result['epochs_run']} epochs on "
                   f"{result['chips_train']} chips ({result['chips_val']} for validation)")
     console.print(f"validation Dice (wetland, clear pixels): {result['val_dice']:.3f}")
