@@ -36,6 +36,11 @@ def _pixel_weights(valid: Tensor | None, weight: Tensor | None, like: Tensor) ->
     return out
 
 
+def _as_float(mask: Tensor) -> Tensor:
+    """float32 0/1 from a bool mask; through uint8, which converts an order of magnitude faster."""
+    return mask.view(torch.uint8).to(torch.float32) if mask.dtype == torch.bool else mask.to(torch.float32)
+
+
 def _as_nchw(pred: Tensor, mode: Mode) -> Tensor:
     if mode == "binary" and pred.ndim == 3:
         pred = pred.unsqueeze(1)
@@ -77,6 +82,62 @@ def targets(target: Tensor, mode: Mode, num_classes: int, valid: Tensor | None) 
     return out
 
 
+def _row_dots(a: Tensor, b: Tensor, share: int) -> Tensor:
+    """Dot product of each row of `a` with row i // share of `b`: BLAS dots, no temporaries."""
+    return torch.stack([torch.dot(a[i], b[i // share]) for i in range(a.shape[0])])
+
+
+class _MaskedSums(torch.autograd.Function):
+    """Σp·g, Σp (or Σp²) and Σg per (sample, class), from logits, with a closed-form backward.
+
+    Autograd would keep a full-size temporary per product and a backward node per step, which
+    made the masked loss twice as slow as MONAI's unmasked one on the CPU. Here the sums are dot
+    products and the backward writes the gradient in place: dL/dp = a·g + b·u (a = dL/dΣpg,
+    b = dL/dΣp, u = the mask or weights), then through the activation.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, g: Tensor, u: Tensor | None, mode: str, from_logits: bool,
+                temperature: float, squared: bool) -> tuple[Tensor, Tensor, Tensor]:
+        n, c = x.shape[:2]
+        if from_logits:
+            z = x / temperature if temperature != 1.0 else x
+            p = torch.sigmoid(z) if mode == "binary" else torch.softmax(z, dim=1)
+        else:
+            p = x
+        q = p * p if squared else p
+        tp = _row_dots(p.reshape(n * c, -1), g.reshape(n * c, -1), 1).view(n, c)
+        ps = q.sum((2, 3)) if u is None else _row_dots(q.reshape(n * c, -1), u.reshape(n, -1), c).view(n, c)
+        gs = (g * g if squared else g).sum((2, 3))
+        ctx.save_for_backward(p, g, u)
+        ctx.options = (mode, from_logits, temperature, squared)
+        return tp, ps, gs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_tp: Tensor, d_ps: Tensor, d_gs: Tensor):
+        p, g, u = ctx.saved_tensors
+        mode, from_logits, temperature, squared = ctx.options
+        n, c = p.shape[:2]
+        a, b = d_tp.view(n, c, 1, 1), d_ps.view(n, c, 1, 1)
+        grad = g * a
+        if squared:
+            grad.addcmul_(p, 2 * b if u is None else u * (2 * b))
+        elif u is None:
+            grad.add_(b)
+        else:
+            grad.addcmul_(u, b)
+        if from_logits:
+            if mode == "binary":
+                grad.mul_(p)
+                grad.addcmul_(grad, p, value=-1.0)  # dL/dp · p(1−p)
+            else:
+                grad.sub_((grad * p).sum(1, keepdim=True)).mul_(p)  # softmax backward
+            if temperature != 1.0:
+                grad.div_(temperature)
+        return grad, None, None, None, None, None, None
+
+
 class _OverlapLoss(nn.Module):
     """Shared machinery of the Dice-like losses: masked sums, reductions, empty-sample rules."""
 
@@ -100,49 +161,37 @@ class _OverlapLoss(nn.Module):
     def _sums(self, pred: Tensor, target: Tensor, valid: Tensor | None, weight: Tensor | None):
         """Masked per-(sample, class) sums TP=Σwpg, Σwp, Σwg (N,C), and which samples count.
 
-        Class-index targets are never expanded to one-hot: per-class sums are gathered and
-        scattered by index, which is what keeps the masked loss as fast as MONAI's unmasked one.
+        Class-index targets become one-hot by comparison and are masked as booleans before any
+        float work: that keeps the masked loss about as fast as MONAI's unmasked one.
         """
-        p = activate(pred, self.mode, self.from_logits, self.temperature)
-        n, c = p.shape[:2]
-        pp = p * p if self.squared else p
-        total = None  # per-sample weight total; None when every pixel counts fully
+        x = _as_nchw(pred, self.mode)
+        n, c = x.shape[:2]
         if target.is_floating_point() and target.ndim == 4:  # soft / one-hot targets
-            w = _pixel_weights(valid, weight, p)
             g = target.float()
-            gw = g if w is None else g * w
-            tp = (p * gw).sum((2, 3))
-            ps = (pp if w is None else pp * w).sum((2, 3))
-            gs = (gw * g if self.squared else gw).sum((2, 3))
-            total = None if w is None else w.sum((1, 2, 3))
-        else:
-            index = target.reshape(n, 1, *p.shape[2:])
-            known = (index >= 0) & (index < max(c, 2)) if index.dtype != torch.bool else None
+            u = _pixel_weights(valid, weight, x)
+        else:  # class indices: one-hot by comparison, as float 0/1 through uint8 (fast on the CPU)
+            index = target.reshape(n, 1, *x.shape[2:])
+            classes = torch.arange(c, device=x.device).view(1, c, 1, 1) if self.mode == "multiclass" else 1
             if valid is not None:
-                ok = valid.reshape(index.shape).bool()
-                known = ok if known is None else known & ok
-            wt = None
-            if known is not None and (valid is not None or not bool(known.all())):
-                wt = known.float()
+                usable = valid.reshape(index.shape).bool()
+            else:  # without a mask, pixels whose target is no class (e.g. 255) are still left out
+                low, high = torch.aminmax(index)
+                in_range = bool(low >= 0) and bool(high < max(c, 2))
+                usable = None if in_range else (index >= 0) & (index < max(c, 2))
+            hit = index == classes
+            u = None if usable is None else _as_float(usable)
+            g = _as_float(hit if usable is None else hit & usable)
             if weight is not None:
                 wmap = weight.reshape(index.shape).float()
-                wt = wmap if wt is None else wt * wmap
-            if self.mode == "binary":
-                g = (index == 1).float()
-                gw = g if wt is None else g * wt
-                tp = (p * gw).sum((2, 3))
-                gs = gw.sum((2, 3))
-            else:
-                safe = index.long() if known is None else torch.where(known, index.long(), 0)
-                picked = p.gather(1, safe)
-                ones = torch.ones_like(picked) if wt is None else wt
-                tp = p.new_zeros(n, c).scatter_add_(1, safe.flatten(1), (picked if wt is None else picked * wt).flatten(1))
-                gs = p.new_zeros(n, c).scatter_add_(1, safe.flatten(1), ones.flatten(1))
-            ps = (pp if wt is None else pp * wt).sum((2, 3))
-            total = None if wt is None else wt.sum((1, 2, 3))
+                u = wmap if u is None else u * wmap
+                g = g * wmap
+        if target.is_floating_point() and target.ndim == 4 and u is not None:
+            g = g * u
+        tp, ps, gs = _MaskedSums.apply(x, g, u, self.mode, self.from_logits, self.temperature, self.squared)
+        total = None if u is None else u.sum((1, 2, 3))
         if self.mode == "multiclass" and not self.include_background:
             tp, ps, gs = tp[:, 1:], ps[:, 1:], gs[:, 1:]
-        counts = torch.ones(n, dtype=torch.bool, device=p.device) if total is None else total > 0
+        counts = torch.ones(n, dtype=torch.bool, device=x.device) if total is None else total > 0
         if self.batch:
             tp, ps, gs = tp.sum(0, keepdim=True), ps.sum(0, keepdim=True), gs.sum(0, keepdim=True)
             counts = counts.any().reshape(1)
