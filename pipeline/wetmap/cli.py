@@ -57,6 +57,46 @@ def sample(out_dir: Path, size: int, seed: int, overwrite: bool) -> None:
         console.print(f"  {name:<12} {path}")
 
 
+def _scale_options(fn):
+    fn = click.option("--scheduler", metavar="ADDRESS", help="Join a running Dask cluster (tcp://host:8786).")(fn)
+    return click.option("--workers", type=click.IntRange(1, 512), help="Run on a local Dask cluster of N processes.")(fn)
+
+
+@cli.command()
+@click.option("--image", type=click.Path(path_type=Path), help="Scene raster (GeoTIFF, COG, VRT).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Label raster (any grid / CRS) or wetland polygons.")
+@click.option("--clouds", type=click.Path(path_type=Path), help="Cloud mask: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Chip store folder.")
+@click.option("--size", type=int, help="Chip size in pixels (default 256).")
+@click.option("--overlap", type=int, help="Overlap between neighbouring chips in pixels (default 32).")
+@click.option("--min-valid", type=float, help="Skip chips with a smaller clear, labelled fraction (default 0.5).")
+@click.option("--split-regions", type=click.Path(path_type=Path), help="Split by the regions of this file instead of by block.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Tiling YAML (see configs/tile.yaml).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing chip store.")
+@_scale_options
+@overrides_option
+def tile(image: Path | None, labels: Path | None, clouds: Path | None, output: Path, size: int | None,
+         overlap: int | None, min_valid: float | None, split_regions: Path | None, config_path: Path | None,
+         overwrite: bool, workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
+    """Cut training chips (image, label, valid mask) into a Zarr chip store, with Dask."""
+    extra = config.parse_overrides(overrides)
+    for key, value in (("image", image), ("labels", labels), ("clouds", clouds), ("size", size),
+                       ("overlap", overlap), ("min_valid", min_valid)):
+        if value is not None:
+            extra[key] = str(value) if isinstance(value, Path) else value
+    if split_regions is not None:
+        extra.setdefault("split", {})["regions"] = str(split_regions)
+    cfg = config.load(config.TileConfig, config_path, extra)
+    from wetmap.chips import build_chip_store
+    from wetmap.cluster import dask_client
+
+    with dask_client(workers, scheduler) as client:
+        summary = build_chip_store(cfg, output, overwrite=overwrite, client=client)
+    kept = ", ".join(f"{n} {split}" for split, n in summary.chips.items())
+    console.print(f"{sum(summary.chips.values())} chips kept of {summary.tiles} tiles ({kept}) in {summary.path}")
+    console.print("band means: " + ", ".join(f"{b} {m:.0f}" for b, m in zip(cfg.bands, summary.mean)))
+
+
 @cli.command()
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Training YAML (see configs/train.yaml).")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Run folder (overrides `output`).")

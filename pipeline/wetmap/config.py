@@ -42,6 +42,37 @@ class DataConfig(Strict):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
 
+class SplitConfig(Strict):
+    """Spatial split: whole blocks (or regions) go to train, val or test, never a mix."""
+
+    block: int = Field(1024, ge=32, description="pixels per side of a split block")
+    val: float = Field(0.15, ge=0.0, lt=1.0)
+    test: float = Field(0.15, ge=0.0, lt=1.0)
+    regions: Path | None = None
+    region_field: str | None = None
+
+
+class TileConfig(Strict):
+    """`wetmap tile`: chips of `size` px overlapping by `overlap`, kept when enough is clear."""
+
+    image: Path
+    labels: Path
+    clouds: Path | None = None
+    bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS))
+    size: int = Field(256, ge=32, le=4096)
+    overlap: int = Field(32, ge=0)
+    min_valid: float = Field(0.5, ge=0.0, le=1.0)
+    seed: int = 0
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "TileConfig":
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap {self.overlap} must be smaller than size {self.size}")
+        return self
+
+
 class ModelConfig(Strict):
     arch: Literal["unet", "deeplabv3+", "fcn"] = "unet"
     backbone: str = "resnet18"

@@ -15,15 +15,11 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wetmap.cloud import CloudMask, nodata_valid
+from wetmap.chips import ChipInputs, ChipReader
 from wetmap.config import DataConfig
 from wetmap.errors import WetmapError
-from wetmap.io.raster import GDAL_ENV, Grid, band_indexes, open_raster, read_window
-from wetmap.io.vector import open_labels
+from wetmap.io.raster import GDAL_ENV
 from wetmap.tiling import TileGrid
-
-LABEL_UNKNOWN = 255
-
 
 def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
               valid: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
@@ -91,31 +87,19 @@ def spatial_split(rows: np.ndarray, cols: np.ndarray, block: int, val_fraction: 
 
 
 def extract_chips(cfg: DataConfig, seed: int = 0) -> ChipSet:
-    """Cut the training chips from the image, labels and cloud mask named in `cfg`."""
-    with rasterio.Env(**GDAL_ENV), open_raster(cfg.image) as src:
-        indexes = band_indexes(src, cfg.bands)
-        grid = Grid.of(src)
-        labels = open_labels(cfg.labels, grid, image_name=cfg.image, unknown=LABEL_UNKNOWN)
-        try:
-            clouds = CloudMask(cfg.clouds, grid, cfg.cloud, image_name=cfg.image) if cfg.clouds else None
-            images, labs, valids, rows, cols = [], [], [], [], []
-            for tile in TileGrid(grid.width, grid.height, cfg.chip_size):
-                x = read_window(src, tile.window, indexes)
-                y = labels.read(tile.window)
-                known = nodata_valid(x, src.nodata) & (y != LABEL_UNKNOWN)
-                ok = known & clouds.valid(tile.window) if clouds is not None else known
-                if ok.mean() < cfg.min_valid:
-                    continue
-                images.append(x)
-                # Labels under clouds are kept (255 only where unknown): only `valid` masks clouds.
-                labs.append(np.where(known, y, LABEL_UNKNOWN).astype(np.uint8))
-                valids.append(ok)
-                rows.append(tile.row)
-                cols.append(tile.col)
-            if clouds is not None:
-                clouds.close()
-        finally:
-            labels.close()
+    """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory."""
+    images, labs, valids, rows, cols = [], [], [], [], []
+    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud)
+    with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
+        for tile in TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size):
+            chip = reader.read(tile.window)
+            if chip.valid.mean() < cfg.min_valid:
+                continue
+            images.append(chip.raw)
+            labs.append(chip.label)
+            valids.append(chip.valid)
+            rows.append(tile.row)
+            cols.append(tile.col)
     if not images:
         raise WetmapError(f"no chip has at least {cfg.min_valid:.0%} valid pixels", cfg.image)
     split = spatial_split(np.array(rows), np.array(cols), cfg.split_block, cfg.val_fraction, seed)

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torchgeo.trainers import SemanticSegmentationTask
 
+from wetmap.chips import LABEL_UNKNOWN
 from wetmap.config import TrainRunConfig, dump
 from wetmap.data import ChipDataModule, ChipSet, chip_summary, extract_chips
 from wetmap.errors import WetmapError
@@ -31,7 +32,7 @@ from wetmap.metrics import confusion, scores
 from wetmap.model import save_bundle, task_kind, torchgeo_task_args
 from wetmap.styles import CLASS_COLORS
 
-LABEL_UNKNOWN = 255
+
 
 
 class WetmapTask(SemanticSegmentationTask):

@@ -206,3 +206,48 @@ def tiled_profile(grid: Grid, count: int, dtype: np.dtype | str, nodata: float |
         "tiled": True, "blockxsize": blocksize, "blockysize": blocksize, "compress": "deflate",
         "predictor": 3 if dtype.kind == "f" else 2, "BIGTIFF": "IF_SAFER", "interleave": "pixel",
     }
+
+
+def open_lazy(path: str | Path, bands: Sequence[str | int] | None = None, *, name: str | None = None):
+    """A raster as a Dask-backed xarray.DataArray (band, y, x), chunked on the file's own blocks.
+
+    Nothing is read until computed; bands are chosen by description or 1-based index and the
+    `band` coordinate carries their names.
+    """
+    import rioxarray
+
+    with open_raster(path) as src:
+        indexes = band_indexes(src, bands)
+        block_h, block_w = src.block_shapes[0]
+        names = [src.descriptions[i - 1] or str(i) for i in indexes]
+    da = rioxarray.open_rasterio(path, chunks={"band": 1, "y": block_h, "x": block_w}, lock=False,
+                                 masked=False)
+    da = da.isel(band=[i - 1 for i in indexes]).assign_coords(band=names)
+    return da.rename(name) if name else da
+
+
+def stack_bands(paths: dict[str, str | Path], reference: str, *,
+                resampling: Resampling = Resampling.bilinear):
+    """Single-band files at different resolutions (e.g. Sentinel-2 10 m and 20 m bands), lazily
+    resampled onto the grid of the `reference` band and stacked as one (band, y, x) DataArray.
+
+    Each coarser band is seen through a WarpedVRT on the reference grid, so it stays lazy: only
+    the blocks a computation touches are read and resampled.
+    """
+    import rioxarray
+    import xarray as xr
+
+    if reference not in paths:
+        raise WetmapError(f"reference band {reference} is not among {', '.join(paths)}")
+    with open_raster(paths[reference]) as ref:
+        grid = Grid.of(ref)
+        block_h, block_w = ref.block_shapes[0]
+    chunks = {"band": 1, "y": block_h, "x": block_w}
+    layers = []
+    for band, path in paths.items():
+        src = open_raster(path)
+        view = aligned(src, grid, nodata=src.nodata if src.nodata is not None else 0,
+                       resampling=resampling, name=path, other=paths[reference])
+        da = rioxarray.open_rasterio(view, chunks=chunks, lock=False)
+        layers.append(da.isel(band=[0]).assign_coords(band=[band]))
+    return xr.concat(layers, dim="band")

@@ -1,0 +1,352 @@
+"""Training chips: aligned (image, label, valid) windows, and the Zarr chip store of `wetmap tile`.
+
+`ChipReader` opens the image, the labels (raster on any grid, or polygons) and the cloud mask once
+and reads any window of the image grid as a chip, every layer aligned pixel for pixel.
+
+`build_chip_store` cuts a whole scene into chips with Dask: one task per row of tiles reads its
+windows (so each file block is decoded about once), writes the chips that have enough valid pixels
+straight into a Zarr store (one chunk per chip, so tasks never touch the same chunk), and returns
+per-band sums over the valid training pixels, from which the normalisation statistics come in the
+same pass. Beside the store: a GeoPackage index of chip footprints with their split, and JSON
+metadata. Every task reads only its own windows: memory stays flat however large the scene.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+import zarr
+from rasterio.windows import Window
+
+from wetmap import __version__
+from wetmap.cloud import CloudMask, nodata_valid
+from wetmap.config import CloudConfig, DEFAULT_BANDS, TileConfig
+from wetmap.errors import WetmapError
+from wetmap.io.raster import GDAL_ENV, Grid, band_indexes, open_raster, read_window
+from wetmap.io.vector import open_labels, read_polygons
+from wetmap.tiling import Tile, TileGrid
+
+LABEL_UNKNOWN = 255
+SPLITS = ("train", "val", "test")
+BUFFER = "buffer"  # a chip touching blocks of two splits: dropped, so no pixel is in two splits
+STORE, INDEX, META = "chips.zarr", "chips.gpkg", "chips.json"
+
+
+@dataclass(frozen=True)
+class ChipInputs:
+    """What a chip is cut from; small and picklable, so Dask workers can open it themselves."""
+
+    image: str
+    labels: str
+    clouds: str | None = None
+    bands: tuple[str, ...] = tuple(DEFAULT_BANDS)
+    scl_invalid: tuple[int, ...] = tuple(CloudConfig().scl_invalid)
+    dilate: int = 0
+
+    @classmethod
+    def of(cls, image: str | Path, labels: str | Path, clouds: str | Path | None, bands: Sequence[str],
+           cloud: CloudConfig) -> "ChipInputs":
+        return cls(str(image), str(labels), str(clouds) if clouds else None, tuple(bands),
+                   tuple(cloud.scl_invalid), cloud.dilate)
+
+    @property
+    def cloud(self) -> CloudConfig:
+        return CloudConfig(scl_invalid=list(self.scl_invalid), dilate=self.dilate)
+
+
+@dataclass
+class Chip:
+    raw: np.ndarray     # (C,h,w) band values as stored in the image
+    label: np.ndarray   # (h,w) uint8; 255 where the label is unknown or the image is no data
+    valid: np.ndarray   # (h,w) bool: clear (not cloud / shadow / no data) and labelled
+
+
+class ChipReader:
+    """Image, labels and clouds opened once, read window by window on the image grid."""
+
+    def __init__(self, inputs: ChipInputs) -> None:
+        self.inputs = inputs
+        self.src = open_raster(inputs.image)
+        self.indexes = band_indexes(self.src, list(inputs.bands))
+        self.grid = Grid.of(self.src)
+        self.labels = open_labels(inputs.labels, self.grid, image_name=inputs.image, unknown=LABEL_UNKNOWN)
+        self.clouds = (CloudMask(inputs.clouds, self.grid, inputs.cloud, image_name=inputs.image)
+                       if inputs.clouds else None)
+
+    def read(self, window: Window) -> Chip:
+        raw = read_window(self.src, window, self.indexes)
+        y = self.labels.read(window)
+        known = nodata_valid(raw, self.src.nodata) & (y != LABEL_UNKNOWN)
+        valid = known & self.clouds.valid(window) if self.clouds is not None else known
+        # Labels under clouds are kept (255 only where unknown): only `valid` masks clouds.
+        return Chip(raw, np.where(known, y, LABEL_UNKNOWN).astype(np.uint8), valid)
+
+    def close(self) -> None:
+        self.labels.close()
+        if self.clouds is not None:
+            self.clouds.close()
+        self.src.close()
+
+    def __enter__(self) -> "ChipReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_READERS: dict[tuple[ChipInputs, int], ChipReader] = {}
+
+
+def _reader(inputs: ChipInputs) -> ChipReader:
+    """One open reader per thread and inputs: workers open the files once, not per task.
+
+    Per thread, because a GDAL dataset handle must not be shared between threads.
+    """
+    key = (inputs, threading.get_ident())
+    if key not in _READERS:
+        _READERS[key] = ChipReader(inputs)
+    return _READERS[key]
+
+
+def close_readers() -> None:
+    """Close the readers this process opened (the in-process scheduler keeps its threads)."""
+    while _READERS:
+        _READERS.popitem()[1].close()
+
+
+# --- spatial split ------------------------------------------------------------------------------
+
+def _touched_blocks(tile: Tile, block: int) -> set[tuple[int, int]]:
+    w = tile.window
+    r0, c0 = int(w.row_off), int(w.col_off)
+    r1, c1 = r0 + int(w.height) - 1, c0 + int(w.width) - 1
+    return {(r, c) for r in range(r0 // block, r1 // block + 1) for c in range(c0 // block, c1 // block + 1)}
+
+
+def split_by_blocks(tiles: TileGrid, block: int, val: float, test: float, seed: int) -> list[str]:
+    """Split per tile: square blocks of `block` pixels go wholly to train, val or test (seeded)."""
+    rows, cols = -(-tiles.height // block), -(-tiles.width // block)
+    order = np.random.default_rng([seed, 11]).permutation(rows * cols)
+    n_val, n_test = round(val * len(order)), round(test * len(order))
+    if len(order) - n_val - n_test < 1:
+        raise WetmapError(f"{len(order)} split blocks of {block} px are too few for val {val} / test {test}; "
+                          "use a smaller split block")
+    names = np.array(["val"] * n_val + ["test"] * n_test + ["train"] * (len(order) - n_val - n_test))
+    block_split = {int(b): str(name) for b, name in zip(order, names)}
+    out = []
+    for tile in tiles:
+        splits = {block_split[r * cols + c] for r, c in _touched_blocks(tile, block)}
+        out.append(splits.pop() if len(splits) == 1 else BUFFER)
+    return out
+
+
+def split_by_regions(tiles: TileGrid, grid: Grid, regions: str | Path, split_field: str | None,
+                     val: float, test: float, seed: int) -> list[str]:
+    """Split per tile by the region it lies in: a region's `split_field` value, else seeded draw.
+
+    Tiles outside every region are left out ("none"); tiles touching regions of two splits are
+    dropped as buffer.
+    """
+    gdf = read_polygons(regions, grid.crs)
+    if split_field is not None:
+        if split_field not in gdf.columns:
+            raise WetmapError(f"no field '{split_field}'", regions)
+        values = gdf[split_field].astype(str).str.lower()
+        bad = sorted(set(values) - set(SPLITS))
+        if bad:
+            raise WetmapError(f"field '{split_field}' must hold train, val or test; found {', '.join(bad)}", regions)
+        region_split = values.tolist()
+    else:
+        draw = np.random.default_rng([seed, 13]).random(len(gdf))
+        region_split = np.where(draw < val, "val", np.where(draw < val + test, "test", "train")).tolist()
+    tree = shapely.STRtree(gdf.geometry.values)
+    out = []
+    for tile in tiles:
+        box = shapely.box(*rasterio.windows.bounds(tile.window, grid.transform))
+        hits = {region_split[i] for i in tree.query(box, predicate="intersects")}
+        out.append("none" if not hits else hits.pop() if len(hits) == 1 else BUFFER)
+    return out
+
+
+# --- the chip store -----------------------------------------------------------------------------
+
+def _pad(a: np.ndarray, size: int, fill: float) -> np.ndarray:
+    h, w = a.shape[-2:]
+    if (h, w) == (size, size):
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, size - h), (0, size - w)]
+    return np.pad(a, pad, constant_values=fill)
+
+
+def _cut_row(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
+             min_valid: float) -> list[dict[str, Any]]:
+    """Read, filter and store the chips of one row of tiles; return their index rows and sums."""
+    with rasterio.Env(**GDAL_ENV):
+        reader = _reader(inputs)
+        group = zarr.open_group(store, mode="r+")
+        image, label, valid = group["image"], group["label"], group["valid"]
+        rows = []
+        for index, window, split in jobs:
+            chip = reader.read(window)
+            n_valid = int(chip.valid.sum())
+            frac = n_valid / chip.valid.size
+            wet = int(((chip.label == 1) & chip.valid).sum())
+            keep = split in SPLITS and frac >= min_valid and n_valid > 0
+            row: dict[str, Any] = {"chip": index, "split": split, "kept": keep, "valid_fraction": frac,
+                                   "wetland_fraction": wet / n_valid if n_valid else 0.0}
+            if keep:
+                image[index] = _pad(chip.raw, size, 0)
+                label[index] = _pad(chip.label, size, LABEL_UNKNOWN)
+                valid[index] = _pad(chip.valid, size, False)
+                if split == "train":
+                    px = chip.raw[:, chip.valid].astype(np.float64)
+                    row["sums"] = (n_valid, px.sum(1), (px * px).sum(1))
+            rows.append(row)
+    return rows
+
+
+def _stats(rows: list[dict[str, Any]], bands: Sequence[str]) -> dict[str, Any]:
+    """Per-band mean and standard deviation over the valid pixels of the training chips."""
+    sums = [r["sums"] for r in rows if "sums" in r]
+    if not sums:
+        raise WetmapError("no training chip was kept; lower --min-valid or check the split")
+    n = sum(s[0] for s in sums)
+    total = np.sum([s[1] for s in sums], axis=0)
+    squares = np.sum([s[2] for s in sums], axis=0)
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
+    return {"bands": list(bands), "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(),
+            "pixels": int(n), "over": "valid pixels of the training chips"}
+
+
+def _replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move a finished folder into place; an existing one goes only with `overwrite`."""
+    if final.exists():
+        if not overwrite:
+            raise WetmapError("output folder exists; pass --overwrite to replace it", final)
+        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+@dataclass
+class ChipStoreSummary:
+    path: Path
+    chips: dict[str, int]
+    tiles: int
+    mean: list[float]
+    std: list[float]
+
+
+def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = False,
+                     client: object | None = None) -> ChipStoreSummary:
+    """Cut `cfg.image` into chips (image, label, valid) in a Zarr store with index and statistics."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise WetmapError("output folder exists; pass --overwrite to replace it", out)
+    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud)
+    with ChipReader(inputs) as reader:  # validates every input here, before any work is sent out
+        grid, dtype, n_bands = reader.grid, reader.src.dtypes[0], len(reader.indexes)
+    tiles = TileGrid(grid.width, grid.height, cfg.size, cfg.overlap)
+    if cfg.split.regions is not None:
+        splits = split_by_regions(tiles, grid, cfg.split.regions, cfg.split.region_field, cfg.split.val,
+                                  cfg.split.test, cfg.seed)
+    else:
+        splits = split_by_blocks(tiles, cfg.split.block, cfg.split.val, cfg.split.test, cfg.seed)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        store = str(tmp / STORE)
+        group = zarr.open_group(store, mode="w")
+        compressors = [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
+        n, s = len(tiles), cfg.size
+        group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s), dtype=dtype,
+                           fill_value=0, compressors=compressors)
+        group.create_array("label", shape=(n, s, s), chunks=(1, s, s), dtype="uint8", fill_value=LABEL_UNKNOWN,
+                           compressors=compressors)
+        group.create_array("valid", shape=(n, s, s), chunks=(1, s, s), dtype="bool", fill_value=False,
+                           compressors=compressors)
+        all_tiles = list(tiles)
+        by_row: dict[int, list[tuple[int, Window, str]]] = {}
+        for i, (tile, split) in enumerate(zip(all_tiles, splits)):
+            by_row.setdefault(tile.row, []).append((i, tile.window, split))
+        tasks = [dask.delayed(_cut_row)(inputs, store, jobs, s, cfg.min_valid) for jobs in by_row.values()]
+        try:
+            results = (client.compute(tasks, sync=True) if client is not None
+                       else dask.compute(*tasks, scheduler="threads"))
+        finally:
+            close_readers()
+        rows = sorted((r for part in results for r in part), key=lambda r: r["chip"])
+        stats = _stats(rows, cfg.bands)
+        _write_index(tmp / INDEX, rows, all_tiles, grid)
+        counts = {name: sum(1 for r in rows if r["kept"] and r["split"] == name) for name in SPLITS}
+        meta = {
+            "format": "wetmap-chips/1", "wetmap": __version__, "inputs": asdict(inputs),
+            "crs": grid.crs.to_wkt(), "transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height,
+            "size": cfg.size, "overlap": cfg.overlap, "min_valid": cfg.min_valid, "seed": cfg.seed,
+            "split": cfg.split.model_dump(mode="json"), "chips": counts, "tiles": len(all_tiles),
+            "dropped_buffer": sum(1 for r in rows if r["split"] == BUFFER), "stats": stats,
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+        _replace_dir(tmp, out, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ChipStoreSummary(out, counts, len(all_tiles), stats["mean"], stats["std"])
+
+
+def _write_index(path: Path, rows: list[dict[str, Any]], tiles: list[Tile], grid: Grid) -> None:
+    boxes = [shapely.box(*rasterio.windows.bounds(t.window, grid.transform)) for t in tiles]
+    gdf = gpd.GeoDataFrame({
+        "chip": [r["chip"] for r in rows],
+        "row": [t.row for t in tiles], "col": [t.col for t in tiles],
+        "split": [r["split"] for r in rows], "kept": [r["kept"] for r in rows],
+        "valid_fraction": [round(r["valid_fraction"], 6) for r in rows],
+        "wetland_fraction": [round(r["wetland_fraction"], 6) for r in rows],
+    }, geometry=boxes, crs=grid.crs)
+    gdf.to_file(path, driver="GPKG", engine="pyogrio", layer="chips")
+
+
+@dataclass
+class ChipStore:
+    """A chip store opened for reading: lazy Zarr arrays, the index and the metadata."""
+
+    path: Path
+    image: Any
+    label: Any
+    valid: Any
+    index: gpd.GeoDataFrame
+    meta: dict[str, Any]
+
+    def chips(self, split: str) -> np.ndarray:
+        """Positions in the arrays of the kept chips of one split."""
+        sel = self.index[(self.index["split"] == split) & self.index["kept"]]
+        return sel["chip"].to_numpy()
+
+
+def open_chip_store(path: str | Path) -> ChipStore:
+    path = Path(path)
+    if not (path / META).exists():
+        raise WetmapError("not a wetmap chip store (no chips.json)", path)
+    meta = json.loads((path / META).read_text())
+    group = zarr.open_group(str(path / STORE), mode="r")
+    index = gpd.read_file(path / INDEX, engine="pyogrio")
+    return ChipStore(path, group["image"], group["label"], group["valid"], index, meta)

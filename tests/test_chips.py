@@ -1,0 +1,160 @@
+"""`wetmap tile`: the Zarr chip store, its split, statistics, cloud skipping and Dask scale-out."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from conftest import run_cli
+from wetmap import config
+from wetmap.chips import ChipInputs, ChipReader, build_chip_store, open_chip_store, split_by_blocks
+from wetmap.cluster import dask_client
+from wetmap.io.raster import Grid, open_lazy, stack_bands, write_raster
+from wetmap.tiling import TileGrid
+
+
+def tile_cfg(sample, **extra) -> config.TileConfig:
+    base = {"image": str(sample.scene_a), "labels": str(sample.labels), "clouds": str(sample.scene_a_scl),
+            "size": 64, "overlap": 16, "min_valid": 0.3, "split": {"block": 128, "val": 0.25, "test": 0.0}}
+    return config.build(config.TileConfig, {**base, **extra})
+
+
+@pytest.fixture(scope="module")
+def store(sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chips") / "store"
+    build_chip_store(tile_cfg(sample), out)
+    return open_chip_store(out)
+
+
+def test_chips_match_a_direct_read(store, sample) -> None:
+    index = store.index[store.index["kept"]]
+    assert len(index) > 0
+    with ChipReader(ChipInputs(str(sample.scene_a), str(sample.labels), str(sample.scene_a_scl))) as reader:
+        for _, row in index.head(5).iterrows():
+            tile = list(TileGrid(reader.grid.width, reader.grid.height, 64, 16))[row["chip"]]
+            chip = reader.read(tile.window)
+            assert (store.image[row["chip"]] == chip.raw).all()
+            assert (store.label[row["chip"]] == chip.label).all()
+            assert (store.valid[row["chip"]] == chip.valid).all()
+            assert row["valid_fraction"] == pytest.approx(chip.valid.mean(), abs=1e-6)
+
+
+def test_split_is_spatial_and_no_chip_straddles(store) -> None:
+    kept = store.index[store.index["kept"]]
+    assert set(kept["split"]) <= {"train", "val"} and {"train", "val"} <= set(kept["split"])
+    train = kept[kept["split"] == "train"].geometry.union_all()
+    val = kept[kept["split"] == "val"].geometry.union_all()
+    assert train.intersection(val).area == 0, "no pixel belongs to chips of two splits"
+
+
+def test_statistics_are_over_valid_training_pixels(store) -> None:
+    ids = store.chips("train")
+    image, valid = store.image[:][ids], store.valid[:][ids]
+    px = image.transpose(1, 0, 2, 3)[:, valid].astype(np.float64)
+    stats = store.meta["stats"]
+    assert np.allclose(stats["mean"], px.mean(1)) and np.allclose(stats["std"], px.std(1))
+
+
+def test_all_cloud_chips_are_skipped(sample, tmp_path: Path) -> None:
+    with rasterio.open(sample.scene_a_scl) as src:
+        scl, grid = src.read(1), Grid.of(src)
+    scl[:, :128] = 9  # the left half is under thick cloud
+    cloudy = tmp_path / "cloudy_scl.tif"
+    write_raster(cloudy, scl, grid, nodata=0, descriptions=["SCL"])
+    out = tmp_path / "store"
+    build_chip_store(tile_cfg(sample, clouds=str(cloudy), min_valid=0.5), out)
+    index = open_chip_store(out).index
+    left = index.geometry.bounds["maxx"] <= grid.transform.c + 128 * 10
+    assert len(index[left]) > 0 and not index[left]["kept"].any()
+    assert (index[left]["valid_fraction"] == 0).all()
+
+
+def test_block_split_covers_and_is_seeded() -> None:
+    tiles = TileGrid(1000, 800, 100, 0)
+    a = split_by_blocks(tiles, 200, 0.25, 0.25, seed=1)
+    assert a == split_by_blocks(tiles, 200, 0.25, 0.25, seed=1)
+    assert a != split_by_blocks(tiles, 200, 0.25, 0.25, seed=2)
+    assert set(a) == {"train", "val", "test"}  # overlap 0, blocks aligned: nothing dropped
+
+
+def test_split_by_regions(sample, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    build_chip_store(tile_cfg(sample, split={"regions": str(sample.regions), "val": 0.3, "test": 0.2}), out)
+    index = open_chip_store(out).index
+    assert set(index["split"]) <= {"train", "val", "test", "buffer", "none"}
+    kept = index[index["kept"]]
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        ga, gb = kept[kept["split"] == a].geometry, kept[kept["split"] == b].geometry
+        if len(ga) and len(gb):
+            assert ga.union_all().intersection(gb.union_all()).area == 0
+
+
+def test_two_dask_workers_give_identical_store(sample, store, tmp_path: Path) -> None:
+    out = tmp_path / "store2"
+    with dask_client(workers=2) as client:
+        build_chip_store(tile_cfg(sample), out, client=client)
+    other = open_chip_store(out)
+    assert (other.image[:] == store.image[:]).all()
+    assert (other.label[:] == store.label[:]).all() and (other.valid[:] == store.valid[:]).all()
+    assert other.index.drop(columns="geometry").equals(store.index.drop(columns="geometry"))
+    assert other.meta["stats"] == store.meta["stats"]
+
+
+def test_tile_cli_errors(monkeypatch, capsys, sample, tmp_path: Path) -> None:
+    def fails(args: list, *fragments: str) -> None:
+        assert run_cli(["tile", *args], monkeypatch) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and all(f in err for f in fragments), err
+
+    base = ["--labels", sample.labels, "-o", tmp_path / "out", "--size", "64", "--overlap", "0"]
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00garbage")
+    fails(["--image", corrupt, *base], "corrupt.tif", "not a readable raster")
+    fails(["--image", sample.scene_a, *base, "--set", "bands=[B02,B05]"], "B05 not found")
+    nocrs = tmp_path / "nocrs.tif"
+    with rasterio.open(nocrs, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.ones((1, 8, 8), np.uint8))
+    fails(["--image", nocrs, *base], "nocrs.tif", "no CRS")
+    with rasterio.open(sample.labels) as src:
+        far = Grid(src.crs, src.transform @ rasterio.Affine.translation(100_000, 0), src.width, src.height)
+    faraway = tmp_path / "far_labels.tif"
+    write_raster(faraway, np.zeros((far.height, far.width), np.uint8), far, nodata=255)
+    fails(["--image", sample.scene_a, "--labels", faraway, "-o", tmp_path / "out"], "far_labels.tif",
+          "does not overlap", "scene_a.tif")
+    (tmp_path / "exists").mkdir()
+    fails(["--image", sample.scene_a, "--labels", sample.labels, "-o", tmp_path / "exists"], "output folder exists")
+
+
+def test_tile_cli_runs(monkeypatch, capsys, sample, tmp_path: Path) -> None:
+    args = ["tile", "--image", sample.scene_a, "--labels", sample.wetlands, "--clouds", sample.scene_a_scl,
+            "-o", tmp_path / "chips", "--size", "64", "--overlap", "0", "--set", "split.block=128"]
+    assert run_cli(args, monkeypatch) == 0
+    assert "chips kept" in capsys.readouterr().out
+    assert (tmp_path / "chips" / "chips.zarr").is_dir() and (tmp_path / "chips" / "chips.gpkg").exists()
+
+
+def test_open_lazy_is_dask_backed_on_file_blocks(sample) -> None:
+    da = open_lazy(sample.scene_a, ["B08", "B02"])
+    assert da.chunks is not None and da.data.chunksize[1:] == (64, 64)
+    assert list(da.band.values) == ["B08", "B02"]
+    with rasterio.open(sample.scene_a) as src:
+        assert (da[:, 10:20, 30:50].values == src.read([4, 1], window=Window(30, 10, 20, 10))).all()
+
+
+def test_stack_bands_puts_20m_bands_on_the_10m_grid(sample, tmp_path: Path) -> None:
+    with rasterio.open(sample.scene_a) as src:
+        grid, b08, b11 = Grid.of(src), src.read(4), src.read(5)
+    coarse = Grid(grid.crs, grid.transform @ rasterio.Affine.scale(2), grid.width // 2, grid.height // 2)
+    b11_20m = b11.reshape(coarse.height, 2, coarse.width, 2).mean((1, 3)).astype(np.uint16)
+    write_raster(tmp_path / "B08.tif", b08, grid, nodata=0)
+    write_raster(tmp_path / "B11.tif", b11_20m, coarse, nodata=0)
+    stack = stack_bands({"B08": tmp_path / "B08.tif", "B11": tmp_path / "B11.tif"}, reference="B08")
+    assert stack.shape == (2, grid.height, grid.width) and stack.chunks is not None
+    expected = np.zeros((grid.height, grid.width), np.uint16)
+    rasterio.warp.reproject(b11_20m, expected, src_transform=coarse.transform, src_crs=grid.crs, src_nodata=0,
+                            dst_transform=grid.transform, dst_crs=grid.crs, dst_nodata=0,
+                            resampling=rasterio.enums.Resampling.bilinear)
+    assert (stack.sel(band="B11").values == expected).all()
+    assert (stack.sel(band="B08").values == b08).all()
