@@ -158,3 +158,23 @@ def test_stack_bands_puts_20m_bands_on_the_10m_grid(sample, tmp_path: Path) -> N
                             resampling=rasterio.enums.Resampling.bilinear)
     assert (stack.sel(band="B11").values == expected).all()
     assert (stack.sel(band="B08").values == b08).all()
+
+
+def test_training_reads_the_chip_store(store, tmp_path: Path) -> None:
+    from wetmap.model import load_bundle
+    from wetmap.train import fit
+
+    cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(store.path), "chip_size": 64},
+                                               "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path)})
+    result = fit(cfg)
+    assert result["chips_train"] == len(store.chips("train")) and result["chips_val"] == len(store.chips("val"))
+    bundle = load_bundle(result["bundle"])
+    assert np.allclose(bundle.mean, store.meta["stats"]["mean"])
+
+
+def test_chip_store_with_other_bands_is_refused(store) -> None:
+    from wetmap.data import load_chip_store
+    from wetmap.errors import WetmapError
+
+    with pytest.raises(WetmapError, match="chip store has bands"):
+        load_chip_store(store.path, ["B02", "B03"])

@@ -57,9 +57,9 @@ def test_bad_config_value_and_unknown_key(monkeypatch, capsys, tmp_path) -> None
     cfg.write_text("data: {image: a.tif, labels: b.tif}\ntrain: {epochs: -3}\n")
     assert run_cli(["train", "--config", cfg], monkeypatch) == 2
     one_line_error(capsys, "train.yaml", "'train.epochs'")
-    cfg.write_text("data: {image: a.tif, labels: b.tif, chips: 3}\n")
+    cfg.write_text("data: {image: a.tif, labels: b.tif, chipz: 3}\n")
     assert run_cli(["train", "--config", cfg], monkeypatch) == 2
-    one_line_error(capsys, "unknown key 'data.chips'")
+    one_line_error(capsys, "unknown key 'data.chipz'")
     assert run_cli(["train", "--config", tmp_path / "missing.yaml"], monkeypatch) == 2
     one_line_error(capsys, "missing.yaml", "config file not found")
 

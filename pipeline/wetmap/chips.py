@@ -3,11 +3,11 @@
 `ChipReader` opens the image, the labels (raster on any grid, or polygons) and the cloud mask once
 and reads any window of the image grid as a chip, every layer aligned pixel for pixel.
 
-`build_chip_store` cuts a whole scene into chips with Dask: one task per row of tiles reads its
-windows (so each file block is decoded about once), writes the chips that have enough valid pixels
-straight into a Zarr store (one chunk per chip, so tasks never touch the same chunk), and returns
-per-band sums over the valid training pixels, from which the normalisation statistics come in the
-same pass. Beside the store: a GeoPackage index of chip footprints with their split, and JSON
+`build_chip_store` cuts a whole scene into chips with Dask: each task takes a batch of consecutive
+tiles, reads their windows (each file block is decoded about once), writes the chips that have
+enough valid pixels straight into a Zarr store (one chunk per chip, one shard file per task, so
+tasks never write the same file), and returns per-band sums over the valid training pixels, from
+which the normalisation statistics come in the same pass. Beside the store: a GeoPackage index of chip footprints with their split, and JSON
 metadata. Every task reads only its own windows: memory stays flat however large the scene.
 """
 
@@ -35,7 +35,7 @@ from wetmap import __version__
 from wetmap.cloud import CloudMask, nodata_valid
 from wetmap.config import CloudConfig, DEFAULT_BANDS, TileConfig
 from wetmap.errors import WetmapError
-from wetmap.io.raster import GDAL_ENV, Grid, band_indexes, open_raster, read_window
+from wetmap.io.raster import Grid, band_indexes, open_raster, read_window
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.tiling import Tile, TileGrid
 
@@ -43,6 +43,8 @@ LABEL_UNKNOWN = 255
 SPLITS = ("train", "val", "test")
 BUFFER = "buffer"  # a chip touching blocks of two splits: dropped, so no pixel is in two splits
 STORE, INDEX, META = "chips.zarr", "chips.gpkg", "chips.json"
+CHIPS_PER_TASK = 16  # tiles are visited in row-major order, so a batch reuses the blocks it decoded
+TILE_CACHE_MB = 64   # GDAL block cache per process while tiling: a row of blocks, not the scene
 
 
 @dataclass(frozen=True)
@@ -191,15 +193,23 @@ def _pad(a: np.ndarray, size: int, fill: float) -> np.ndarray:
     return np.pad(a, pad, constant_values=fill)
 
 
-def _cut_row(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
-             min_valid: float) -> list[dict[str, Any]]:
-    """Read, filter and store the chips of one row of tiles; return their index rows and sums."""
-    with rasterio.Env(**GDAL_ENV):
+def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
+               min_valid: float) -> list[dict[str, Any]]:
+    """Read, filter and store a batch of consecutive chips; return their index rows and sums.
+
+    The batch is written with one Zarr call per array (chips that are not kept stay at the fill
+    value, which Zarr does not store): per-chip calls cost more than the reads.
+    """
+    first = jobs[0][0]
+    assert [j[0] for j in jobs] == list(range(first, first + len(jobs))), "a batch's chips are consecutive"
+    with rasterio.Env(GDAL_CACHEMAX=TILE_CACHE_MB):
         reader = _reader(inputs)
         group = zarr.open_group(store, mode="r+")
-        image, label, valid = group["image"], group["label"], group["valid"]
+        image = np.zeros((len(jobs), len(reader.indexes), size, size), group["image"].dtype)
+        label = np.full((len(jobs), size, size), LABEL_UNKNOWN, np.uint8)
+        valid = np.zeros((len(jobs), size, size), bool)
         rows = []
-        for index, window, split in jobs:
+        for k, (index, window, split) in enumerate(jobs):
             chip = reader.read(window)
             n_valid = int(chip.valid.sum())
             frac = n_valid / chip.valid.size
@@ -208,13 +218,18 @@ def _cut_row(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, s
             row: dict[str, Any] = {"chip": index, "split": split, "kept": keep, "valid_fraction": frac,
                                    "wetland_fraction": wet / n_valid if n_valid else 0.0}
             if keep:
-                image[index] = _pad(chip.raw, size, 0)
-                label[index] = _pad(chip.label, size, LABEL_UNKNOWN)
-                valid[index] = _pad(chip.valid, size, False)
+                image[k] = _pad(chip.raw, size, 0)
+                label[k] = _pad(chip.label, size, LABEL_UNKNOWN)
+                valid[k] = _pad(chip.valid, size, False)
                 if split == "train":
                     px = chip.raw[:, chip.valid].astype(np.float64)
                     row["sums"] = (n_valid, px.sum(1), (px * px).sum(1))
             rows.append(row)
+        if any(r["kept"] for r in rows):
+            span = slice(first, first + len(jobs))
+            group["image"][span] = image
+            group["label"][span] = label
+            group["valid"][span] = valid
     return rows
 
 
@@ -276,19 +291,19 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
     try:
         store = str(tmp / STORE)
         group = zarr.open_group(store, mode="w")
+        # One chunk per chip (random access for training), one shard (file) per task's batch of
+        # chips: tasks never share a file, and a task's memory does not grow with the scene.
         compressors = [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
-        n, s = len(tiles), cfg.size
-        group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s), dtype=dtype,
-                           fill_value=0, compressors=compressors)
-        group.create_array("label", shape=(n, s, s), chunks=(1, s, s), dtype="uint8", fill_value=LABEL_UNKNOWN,
-                           compressors=compressors)
-        group.create_array("valid", shape=(n, s, s), chunks=(1, s, s), dtype="bool", fill_value=False,
-                           compressors=compressors)
+        n, s, cols = len(tiles), cfg.size, CHIPS_PER_TASK
+        for name, shape, dtype_, fill in (("image", (n_bands, s, s), dtype, 0), ("label", (s, s), "uint8", LABEL_UNKNOWN),
+                                          ("valid", (s, s), "bool", False)):
+            group.create_array(name, shape=(n, *shape), chunks=(1, *shape), shards=(cols, *shape), dtype=dtype_,
+                               fill_value=fill, compressors=compressors)
         all_tiles = list(tiles)
-        by_row: dict[int, list[tuple[int, Window, str]]] = {}
+        batches: dict[int, list[tuple[int, Window, str]]] = {}
         for i, (tile, split) in enumerate(zip(all_tiles, splits)):
-            by_row.setdefault(tile.row, []).append((i, tile.window, split))
-        tasks = [dask.delayed(_cut_row)(inputs, store, jobs, s, cfg.min_valid) for jobs in by_row.values()]
+            batches.setdefault(i // CHIPS_PER_TASK, []).append((i, tile.window, split))
+        tasks = [dask.delayed(_cut_batch)(inputs, store, jobs, s, cfg.min_valid) for jobs in batches.values()]
         try:
             results = (client.compute(tasks, sync=True) if client is not None
                        else dask.compute(*tasks, scheduler="threads"))

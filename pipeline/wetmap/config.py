@@ -31,8 +31,11 @@ class CloudConfig(Strict):
 
 
 class DataConfig(Strict):
-    image: Path
-    labels: Path
+    """Either a chip store of `wetmap tile` (`chips`), or rasters cut into chips on the fly."""
+
+    chips: Path | None = None
+    image: Path | None = None
+    labels: Path | None = None
     clouds: Path | None = None
     bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS))
     chip_size: int = Field(128, ge=32, le=2048)
@@ -40,6 +43,12 @@ class DataConfig(Strict):
     split_block: int = Field(2, ge=1, description="chips per side of one spatial split block")
     val_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.chips is None and (self.image is None or self.labels is None):
+            raise ValueError("give data.chips (a chip store) or both data.image and data.labels")
+        return self
 
 
 class SplitConfig(Strict):

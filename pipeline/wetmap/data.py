@@ -8,6 +8,8 @@ spatial block of chips, so neighbouring chips never straddle train and validatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -15,7 +17,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from wetmap.chips import ChipInputs, ChipReader
+from wetmap.chips import ChipInputs, ChipReader, open_chip_store
 from wetmap.config import DataConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import GDAL_ENV
@@ -43,23 +45,23 @@ def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
 
 @dataclass
 class ChipSet:
-    """Chips in memory: raw image (N,C,S,S), labels (N,S,S), valid masks, split and statistics."""
+    """Training chips: raw image (N,C,S,S), labels (N,S,S), valid masks, split and statistics.
 
-    image: np.ndarray
-    label: np.ndarray
-    valid: np.ndarray
+    The arrays are numpy (chips cut in memory) or Zarr (a `wetmap tile` chip store, read chip by
+    chip); `split` names each position's split ('' for positions that are not used).
+    """
+
+    image: Any
+    label: Any
+    valid: Any
     split: np.ndarray
     bands: list[str]
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     std: np.ndarray = field(default_factory=lambda: np.ones(0))
+    summary: dict[str, float | int] = field(default_factory=dict)
 
-    def subset(self, name: str) -> "ChipSet":
-        keep = self.split == name
-        return ChipSet(self.image[keep], self.label[keep], self.valid[keep], self.split[keep],
-                       self.bands, self.mean, self.std)
-
-    def __len__(self) -> int:
-        return len(self.split)
+    def ids(self, name: str) -> np.ndarray:
+        return np.flatnonzero(self.split == name)
 
 
 def band_stats(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,10 +105,33 @@ def extract_chips(cfg: DataConfig, seed: int = 0) -> ChipSet:
     if not images:
         raise WetmapError(f"no chip has at least {cfg.min_valid:.0%} valid pixels", cfg.image)
     split = spatial_split(np.array(rows), np.array(cols), cfg.split_block, cfg.val_fraction, seed)
-    chips = ChipSet(np.stack(images), np.stack(labs), np.stack(valids), split, list(cfg.bands))
-    train = chips.split == "train"
-    chips.mean, chips.std = band_stats(chips.image[train], chips.valid[train])
-    return chips
+    image, label, valid = np.stack(images), np.stack(labs), np.stack(valids)
+    train = split == "train"
+    mean, std = band_stats(image[train], valid[train])
+    used = np.isin(split, ("train", "val"))
+    wet = ((label == 1) & valid)[used].sum()
+    summary = {"valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum()))}
+    return ChipSet(image, label, valid, split, list(cfg.bands), mean, std, summary)
+
+
+def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:
+    """The kept train / val chips of a `wetmap tile` store, read lazily, with its statistics."""
+    store = open_chip_store(path)
+    stored = store.meta["stats"]["bands"]
+    if list(bands) != list(stored):
+        raise WetmapError(f"chip store has bands {','.join(stored)}, the config asks for {','.join(bands)}", path)
+    split = np.full(store.image.shape[0], "", dtype=object)
+    kept = store.index[store.index["kept"]]
+    split[kept["chip"].to_numpy()] = kept["split"].to_numpy()
+    used = kept[kept["split"].isin(["train", "val"])]
+    if not (used["split"] == "train").any() or not (used["split"] == "val").any():
+        raise WetmapError("chip store needs kept chips in both the train and the val split", path)
+    weights = used["valid_fraction"].to_numpy()
+    summary = {"valid_fraction": float(weights.mean()),
+               "wetland_fraction": float((used["wetland_fraction"] * weights).sum() / max(weights.sum(), 1e-12))}
+    stats = store.meta["stats"]
+    return ChipSet(store.image, store.label, store.valid, split.astype(str), list(stored),
+                   np.asarray(stats["mean"]), np.asarray(stats["std"]), summary)
 
 
 class ChipDataset(Dataset):
@@ -115,18 +140,18 @@ class ChipDataset(Dataset):
     With `augment`, a random flip and 90° rotation is applied identically to all three.
     """
 
-    def __init__(self, chips: ChipSet, augment: bool = False, seed: int = 0) -> None:
-        self.chips, self.augment = chips, augment
+    def __init__(self, chips: ChipSet, split: str, augment: bool = False, seed: int = 0) -> None:
+        self.chips, self.positions, self.augment = chips, chips.ids(split), augment
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.chips)
+        return len(self.positions)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        c = self.chips
-        valid = torch.from_numpy(c.valid[i])
-        image = normalize(torch.from_numpy(c.image[i].astype(np.float32)), c.mean, c.std, valid)
-        mask = torch.from_numpy(c.label[i].astype(np.int64))
+        c, j = self.chips, int(self.positions[i])
+        valid = torch.from_numpy(np.asarray(c.valid[j]))
+        image = normalize(torch.from_numpy(np.asarray(c.image[j]).astype(np.float32)), c.mean, c.std, valid)
+        mask = torch.from_numpy(np.asarray(c.label[j]).astype(np.int64))
         if self.augment:
             k, flip = torch.randint(0, 4, (2,), generator=self.generator).tolist()
             image, mask, valid = (torch.rot90(t, k, dims=(-2, -1)) for t in (image, mask, valid))
@@ -142,22 +167,19 @@ class ChipDataModule(L.LightningDataModule):
         super().__init__()
         self.chips, self.batch_size, self.num_workers, self.seed = chips, batch_size, num_workers, seed
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(ChipDataset(self.chips.subset("train"), augment=True, seed=self.seed),
-                          batch_size=self.batch_size, shuffle=True, drop_last=False,
-                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-                          generator=torch.Generator().manual_seed(self.seed),
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(ChipDataset(self.chips, split, augment=train, seed=self.seed), batch_size=self.batch_size,
+                          shuffle=train, num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                          generator=torch.Generator().manual_seed(self.seed) if train else None,
                           persistent_workers=self.num_workers > 0)
 
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(ChipDataset(self.chips.subset("val")), batch_size=self.batch_size,
-                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.num_workers > 0)
+        return self._loader("val", False)
 
 
 def chip_summary(chips: ChipSet) -> dict[str, float | int]:
     """Counts a user wants to see before training: chips per split, wetland share of valid pixels."""
-    valid = chips.valid
-    wet = (chips.label == 1) & valid
-    return {"chips_train": int((chips.split == "train").sum()), "chips_val": int((chips.split == "val").sum()),
-            "valid_fraction": float(valid.mean()), "wetland_fraction": float(wet.sum() / max(1, valid.sum()))}
+    return {"chips_train": len(chips.ids("train")), "chips_val": len(chips.ids("val")), **chips.summary}

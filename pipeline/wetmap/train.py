@@ -24,7 +24,7 @@ from torchgeo.trainers import SemanticSegmentationTask
 
 from wetmap.chips import LABEL_UNKNOWN
 from wetmap.config import TrainRunConfig, dump
-from wetmap.data import ChipDataModule, ChipSet, chip_summary, extract_chips
+from wetmap.data import ChipDataModule, ChipSet, chip_summary, extract_chips, load_chip_store
 from wetmap.errors import WetmapError
 from wetmap.io.raster import atomic_output
 from wetmap.losses import build_loss
@@ -142,7 +142,7 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True) -> di
     if bundle_path.exists() and not (overwrite or resume):
         raise WetmapError("a model bundle already exists; pass --overwrite or --resume", bundle_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    chips = extract_chips(cfg.data, cfg.seed)
+    chips = load_chip_store(cfg.data.chips, cfg.data.bands) if cfg.data.chips else extract_chips(cfg.data, cfg.seed)
     summary = chip_summary(chips)
     kind = task_kind(len(cfg.model.classes))
     task = WetmapTask(**torchgeo_task_args(cfg.model, len(cfg.data.bands)), lr=cfg.train.lr,

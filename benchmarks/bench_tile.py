@@ -1,0 +1,140 @@
+"""`wetmap tile` throughput, Dask scale-out and memory, in one run.
+
+On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (with an SCL mask and a label raster):
+  (1) tile throughput vs reading the same file block by block with rasterio (target >= 0.8x);
+  (2) a LocalCluster of 2 workers vs 1 worker (target >= 1.6x faster);
+  (3) peak RSS of `wetmap tile` on 16384^2 vs 4096^2 (target <= 1.3x).
+
+    .venv/bin/python benchmarks/bench_tile.py [--size 8192] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from wetmap import config
+from wetmap.chips import build_chip_store
+from wetmap.cluster import dask_client
+
+BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
+BLOCK = 256
+
+
+def make_inputs(folder: Path, size: int) -> dict[str, Path]:
+    """Scene, SCL and labels of `size` pixels, written strip by strip (never whole in memory)."""
+    transform = Affine(10, 0, 600_000, 0, -10, 5_900_000)
+    common = {"driver": "GTiff", "width": size, "height": size, "crs": CRS.from_epsg(32632), "transform": transform,
+              "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "zlevel": 1,
+              "predictor": 2, "BIGTIFF": "IF_SAFER"}
+    paths = {"image": folder / f"scene_{size}.tif", "scl": folder / f"scl_{size}.tif",
+             "labels": folder / f"labels_{size}.tif"}
+    rng = np.random.default_rng(0)
+    x = np.arange(size, dtype=np.float32)[None, :]
+    with rasterio.open(paths["image"], "w", count=6, dtype="uint16", nodata=0, **common) as img, \
+            rasterio.open(paths["scl"], "w", count=1, dtype="uint8", nodata=0, **common) as scl, \
+            rasterio.open(paths["labels"], "w", count=1, dtype="uint8", nodata=255, **common) as lab:
+        for i, b in enumerate(BANDS, start=1):
+            img.set_band_description(i, b)
+        scl.set_band_description(1, "SCL")
+        for row in range(0, size, 1024):
+            y = np.arange(row, min(row + 1024, size), dtype=np.float32)[:, None]
+            field = np.sin(x / 97.0) * np.cos(y / 83.0) + 0.5 * np.sin((x + y) / 31.0)
+            window = Window(0, row, size, y.shape[0])
+            for band in range(6):
+                noise = rng.integers(0, 60, size=field.shape, dtype=np.uint16)
+                img.write((1500 + 600 * band + 900 * field).astype(np.uint16) + noise, band + 1, window=window)
+            clouds = np.cos(x / 400.0) * np.sin(y / 350.0) > 0.55
+            scl.write(np.where(clouds, 9, 4).astype(np.uint8), 1, window=window)
+            lab.write((field > 1.1).astype(np.uint8), 1, window=window)
+    return paths
+
+
+def read_blocks(path: Path) -> float:
+    """Seconds to read every block of every band once, in file order, with rasterio."""
+    start = time.perf_counter()
+    with rasterio.Env(GDAL_CACHEMAX=256), rasterio.open(path) as src:
+        for _, window in src.block_windows(1):
+            src.read(window=window)
+    return time.perf_counter() - start
+
+
+def tile_cfg(paths: dict[str, Path]) -> config.TileConfig:
+    return config.build(config.TileConfig, {"image": str(paths["image"]), "labels": str(paths["labels"]),
+                                            "clouds": str(paths["scl"]), "size": 256, "overlap": 0,
+                                            "split": {"block": 2048}})
+
+
+def run_tile(paths: dict[str, Path], out: Path, workers: int | None) -> float:
+    start = time.perf_counter()
+    with dask_client(workers) as client:
+        build_chip_store(tile_cfg(paths), out, overwrite=True, client=client)
+    return time.perf_counter() - start
+
+
+def peak_rss_mb(paths: dict[str, Path], out: Path) -> float:
+    """Peak resident memory of a `wetmap tile` process (in-process scheduler)."""
+    wetmap = Path(sys.executable).with_name("wetmap")
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    cmd = [sys.executable, "-c", code, str(wetmap), "tile", "--image", str(paths["image"]), "--labels",
+           str(paths["labels"]), "--clouds", str(paths["scl"]), "-o", str(out), "--size", "256", "--overlap", "0",
+           "--set", "split.block=2048", "--overwrite"]
+    result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return int(result.stdout.strip().splitlines()[-1]) / 1024
+
+
+def speed(folder: Path, size: int) -> None:
+    """(1) throughput against a plain block-by-block read, (2) 1 vs 2 LocalCluster workers."""
+    t0 = time.perf_counter()
+    paths = make_inputs(folder, size)
+    print(f"generated {size}^2 x 6 uint16 DEFLATE GeoTIFF + SCL + labels in {time.perf_counter() - t0:.0f} s")
+    read_blocks(paths["image"])  # warm the page cache so both sides read from memory
+    t_read = read_blocks(paths["image"])
+    t_tile = run_tile(paths, folder / "chips", None)
+    mpx = size**2 / 1e6
+    print(f"rasterio block-by-block read: {t_read:6.2f} s ({mpx / t_read:6.1f} Mpx/s)")
+    print(f"wetmap tile (in-process)    : {t_tile:6.2f} s ({mpx / t_tile:6.1f} Mpx/s)"
+          f"  -> throughput ratio {t_read / t_tile:.2f} (target >= 0.8)")
+    t1 = run_tile(paths, folder / "chips1", 1)
+    t2 = run_tile(paths, folder / "chips2", 2)
+    print(f"LocalCluster 1 worker: {t1:6.2f} s; 2 workers: {t2:6.2f} s -> speed-up {t1 / t2:.2f} (target >= 1.6)")
+
+
+def memory(folder: Path) -> None:
+    """(3) peak RSS of `wetmap tile` as the scene grows 16-fold in area."""
+    rss = {}
+    for size in (4096, 16384):
+        paths = make_inputs(folder, size)
+        rss[size] = peak_rss_mb(paths, folder / f"mem{size}")
+        for path in paths.values():
+            path.unlink()
+    print(f"peak RSS: 4096^2 {rss[4096]:.0f} MB, 16384^2 {rss[16384]:.0f} MB -> ratio "
+          f"{rss[16384] / rss[4096]:.2f} (target <= 1.3)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=8192)
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 4096^2 vs 16384^2 memory runs")
+    parser.add_argument("--only-memory", action="store_true", help="only the memory runs")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as tmp:
+        if not args.only_memory:
+            speed(Path(tmp), args.size)
+        if not args.skip_memory:
+            memory(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
