@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/wetmap sample $(DEMO) --size 1024 --seed 0 --overwrite
+	$(BIN)/wetmap tile --config configs/tile.yaml -o $(DEMO)/chips --overwrite
 	$(BIN)/wetmap train --config configs/train.yaml --overwrite
 	$(BIN)/wetmap predict runs/demo/model.pt $(DEMO)/scene_a.tif --clouds $(DEMO)/scene_a_scl.tif \
 		-o $(OUT)/wetlands.tif --probabilities --overwrite
