@@ -29,6 +29,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*deterministic.*")
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 
 
 overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

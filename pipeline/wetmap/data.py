@@ -7,6 +7,7 @@ spatial block of chips, so neighbouring chips never straddle train and validatio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import lightning as L
 import numpy as np
 import rasterio
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from wetmap.chips import ChipInputs, ChipReader, open_chip_store
 from wetmap.config import DataConfig
@@ -137,12 +138,11 @@ def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:
 class ChipDataset(Dataset):
     """Normalised chips as TorchGeo-style sample dicts: image, mask and the valid mask.
 
-    With `augment`, a random flip and 90° rotation is applied identically to all three.
+    Augmentation happens on the batch, in the training task (kornia), so it runs on the GPU.
     """
 
-    def __init__(self, chips: ChipSet, split: str, augment: bool = False, seed: int = 0) -> None:
-        self.chips, self.positions, self.augment = chips, chips.ids(split), augment
-        self.generator = torch.Generator().manual_seed(seed)
+    def __init__(self, chips: ChipSet, split: str) -> None:
+        self.chips, self.positions = chips, chips.ids(split)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -152,26 +152,40 @@ class ChipDataset(Dataset):
         valid = torch.from_numpy(np.asarray(c.valid[j]))
         image = normalize(torch.from_numpy(np.asarray(c.image[j]).astype(np.float32)), c.mean, c.std, valid)
         mask = torch.from_numpy(np.asarray(c.label[j]).astype(np.int64))
-        if self.augment:
-            k, flip = torch.randint(0, 4, (2,), generator=self.generator).tolist()
-            image, mask, valid = (torch.rot90(t, k, dims=(-2, -1)) for t in (image, mask, valid))
-            if flip % 2:
-                image, mask, valid = (torch.flip(t, dims=(-1,)) for t in (image, mask, valid))
-        return {"image": image.contiguous(), "mask": mask.contiguous(), "valid": valid.contiguous()}
+        return {"image": image, "mask": mask, "valid": valid}
+
+
+class SeededOrder(Sampler[int]):
+    """A random order fixed by its seed: the same every time it is iterated (a resumed run may
+    iterate a loader more often than an uninterrupted one; a consumed generator would drift)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist())
 
 
 class ChipDataModule(L.LightningDataModule):
-    """Train / validation loaders over a ChipSet, pinned memory when a GPU takes the batches."""
+    """Train / validation loaders over a ChipSet, pinned memory when a GPU takes the batches.
+
+    The training order is drawn from (seed, epoch), so a resumed run sees the same batches as an
+    uninterrupted one (the trainer reloads the loader every epoch).
+    """
 
     def __init__(self, chips: ChipSet, batch_size: int, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__()
         self.chips, self.batch_size, self.num_workers, self.seed = chips, batch_size, num_workers, seed
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(ChipDataset(self.chips, split, augment=train, seed=self.seed), batch_size=self.batch_size,
-                          shuffle=train, num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-                          generator=torch.Generator().manual_seed(self.seed) if train else None,
-                          persistent_workers=self.num_workers > 0)
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = ChipDataset(self.chips, split)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        order = SeededOrder(len(dataset), self.seed * 100_003 + epoch) if shuffle else None
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kornia.augmentation as K
 import lightning as L
 import numpy as np
 import torch
@@ -44,9 +45,23 @@ class WetmapTask(SemanticSegmentationTask):
     def __init__(self, model: str = "unet", backbone: str = "resnet18", weights: str | None = None,
                  in_channels: int = 6, task: str = "binary", num_classes: int | None = None,
                  lr: float = 1e-3, patience: int = 10, loss_name: str = "dice",
-                 loss_options: dict[str, Any] | None = None, masked: bool = True, n_classes: int = 2) -> None:
+                 loss_options: dict[str, Any] | None = None, masked: bool = True, n_classes: int = 2,
+                 augment: bool = True, seed: int = 0) -> None:
         super().__init__(model=model, backbone=backbone, weights=weights, in_channels=in_channels, task=task,
                          num_classes=num_classes, lr=lr, patience=patience)
+        # Flips and 90° rotations, applied identically to image, labels and valid mask.
+        self.augmenter = K.AugmentationSequential(K.RandomHorizontalFlip(), K.RandomVerticalFlip(),
+                                                  K.RandomRotation90(times=(0, 3)), data_keys=["input", "mask"])
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Augment training batches on the device, seeded by (seed, step) so a resumed run repeats them."""
+        if not (self.hparams["augment"] and self._trainer is not None and self._trainer.training):
+            return batch
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.hparams["seed"] * 1_000_003 + self.global_step)
+            masks = torch.stack([batch["mask"].float(), batch["valid"].float()], 1)
+            image, masks = self.augmenter(batch["image"], masks)
+        return {"image": image, "mask": masks[:, 0].round().long(), "valid": masks[:, 1] > 0.5}
 
     def configure_losses(self) -> None:
         self.criterion = build_loss(self.hparams["loss_name"], mode=self.hparams["task"],
@@ -135,8 +150,12 @@ def evaluate_chips(task: WetmapTask, chips: ChipSet, batch_size: int) -> dict[st
     return {"val_dice": headline_dice(s), "val_counts": counts.tolist(), "val_scores": s}
 
 
-def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True) -> dict[str, Any]:
-    """Train a model from `cfg` and write the bundle, logs and checkpoints under cfg.output."""
+def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
+        callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train a model from `cfg` and write the bundle, logs and checkpoints under cfg.output.
+
+    `callbacks` are extra Lightning callbacks (progress reporting, custom logging...).
+    """
     out = Path(cfg.output)
     bundle_path = out / "model.pt"
     if bundle_path.exists() and not (overwrite or resume):
@@ -147,7 +166,7 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True) -> di
     kind = task_kind(len(cfg.model.classes))
     task = WetmapTask(**torchgeo_task_args(cfg.model, len(cfg.data.bands)), lr=cfg.train.lr,
                       loss_name=cfg.loss.name, loss_options=cfg.loss.options, masked=cfg.loss.masked,
-                      n_classes=len(cfg.model.classes))
+                      n_classes=len(cfg.model.classes), seed=cfg.seed)
     checkpoints = out / "checkpoints"
     last = checkpoints / "last.ckpt"
     if resume and not last.exists():
@@ -158,7 +177,9 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True) -> di
         accelerator="gpu" if cfg.train.accelerator == "cuda" else cfg.train.accelerator,
         devices=cfg.train.devices,
         precision=resolve_precision(cfg.train.precision, cfg.train.accelerator),
-        callbacks=[best_cb, EarlyStopping(monitor="val_dice", mode="max", patience=max(5, cfg.train.epochs // 3))],
+        callbacks=[best_cb, EarlyStopping(monitor="val_dice", mode="max", patience=max(5, cfg.train.epochs // 3)),
+                   *(callbacks or [])],
+        reload_dataloaders_every_n_epochs=1,
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
