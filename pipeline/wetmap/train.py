@@ -21,11 +21,12 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
 from torchgeo.trainers import SemanticSegmentationTask
 
 from wetmap.chips import LABEL_UNKNOWN
 from wetmap.config import TrainRunConfig, dump
-from wetmap.data import ChipDataModule, ChipSet, chip_summary, extract_chips, load_chip_store
+from wetmap.data import ChipDataModule, ChipDataset, ChipSet, chip_summary, extract_chips, load_chip_store
 from wetmap.errors import WetmapError
 from wetmap.io.raster import atomic_output
 from wetmap.losses import build_loss
@@ -137,17 +138,16 @@ def resolve_precision(cfg_precision: str | None, accelerator: str) -> str:
 
 
 @torch.no_grad()
-def evaluate_chips(task: WetmapTask, chips: ChipSet, batch_size: int) -> dict[str, Any]:
-    """Exact validation scores of `task` on the validation chips (clear pixels only)."""
-    dm = ChipDataModule(chips, batch_size)
+def evaluate_chips(task: WetmapTask, chips: ChipSet, batch_size: int, split: str = "val") -> dict[str, Any]:
+    """Exact scores of `task` on the chips of one split (clear pixels only)."""
     task.eval()
     counts = torch.zeros(task.hparams["n_classes"], 4, dtype=torch.int64)
-    for batch in dm.val_dataloader():
+    for batch in DataLoader(ChipDataset(chips, split), batch_size=batch_size):
         batch = {k: v.to(task.device) for k, v in batch.items()}
         labels = task.predicted_labels(task._forward(batch))
         counts += confusion(labels, batch["mask"], batch["valid"], task.hparams["n_classes"]).cpu()
     s = scores(counts)
-    return {"val_dice": headline_dice(s), "val_counts": counts.tolist(), "val_scores": s}
+    return {f"{split}_dice": headline_dice(s), f"{split}_counts": counts.tolist(), f"{split}_scores": s}
 
 
 def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
@@ -199,10 +199,12 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
     task.load_state_dict(state)
     metrics = evaluate_chips(task.cpu(), chips, cfg.train.batch_size)
+    if len(chips.ids("test")):  # held-out scores, when the chip store has a test split
+        metrics.update(evaluate_chips(task, chips, cfg.train.batch_size, "test"), chips_test=len(chips.ids("test")))
     metrics.update(summary, epochs_run=int(trainer.current_epoch), task=kind)
     config = dump(cfg)
     save_bundle(bundle_path, task.model, cfg.model, cfg.data.bands, chips.mean, chips.std, config,
-                {k: v for k, v in metrics.items() if k != "val_scores"}, CLASS_COLORS)
+                {k: v for k, v in metrics.items() if not k.endswith("_scores")}, CLASS_COLORS)
     with atomic_output(out / "config.yaml", overwrite=True) as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     with atomic_output(out / "metrics.json", overwrite=True) as tmp:

@@ -1,0 +1,85 @@
+"""Data loading vs training-step throughput, in one run (loading must not be the bottleneck).
+
+On the sample scene's chip store: (a) chips/s the loader delivers, normalised and augmented as in
+training; (b) chips/s of a training step (forward, masked loss, backward, optimizer) of the demo's
+U-Net on batches already in memory. Target on the CPU: (a) / (b) >= 2.
+
+    .venv/bin/python benchmarks/bench_train.py [--size 1024] [--batches 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from wetmap import config
+from wetmap.chips import build_chip_store
+from wetmap.data import ChipDataModule, load_chip_store
+from wetmap.model import torchgeo_task_args
+from wetmap.sample import make_sample
+from wetmap.train import WetmapTask
+
+
+class _Trainer:  # just enough for the task's batch augmentation outside a Lightning loop
+    training = True
+    global_step = 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = make_sample(Path(tmp) / "sample", size=args.size)
+        tile = config.build(config.TileConfig, {"image": str(files.scene_a), "labels": str(files.labels),
+                                                "clouds": str(files.scene_a_scl), "size": 128, "overlap": 64,
+                                                "min_valid": 0.3, "split": {"block": 512, "val": 0.2, "test": 0.0}})
+        build_chip_store(tile, Path(tmp) / "chips")
+        chips = load_chip_store(Path(tmp) / "chips", tile.bands)
+        dm = ChipDataModule(chips, args.batch_size)
+        model_cfg = config.ModelConfig()
+        task = WetmapTask(**torchgeo_task_args(model_cfg, len(tile.bands)), loss_name="composite",
+                          loss_options={"terms": {"dice": 0.5, "bce": 0.5}, "batch": True})
+        task._trainer = _Trainer()
+
+        n, start = 0, time.perf_counter()
+        batches = []
+        while n < args.batches:
+            for batch in dm.train_dataloader():
+                batches.append(task.on_after_batch_transfer(batch, 0))
+                n += 1
+                if n == args.batches:
+                    break
+        load_s = time.perf_counter() - start
+        chips_loaded = sum(b["image"].shape[0] for b in batches)
+
+        optimizer = torch.optim.AdamW(task.parameters(), lr=1e-3)
+        task.train()
+        for batch in batches[:2]:  # warm-up
+            loss = task._loss(task(batch["image"]), batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        start = time.perf_counter()
+        for batch in batches:
+            loss = task._loss(task(batch["image"]), batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        step_s = time.perf_counter() - start
+    load_rate, step_rate = chips_loaded / load_s, chips_loaded / step_s
+    print(f"{chips_loaded} chips of 128x128x6 in batches of {args.batch_size}, {torch.get_num_threads()} threads")
+    print(f"  data loading (read Zarr, normalise, augment): {load_rate:8.1f} chips/s")
+    print(f"  training step (U-Net ResNet-18, Dice+BCE)    : {step_rate:8.1f} chips/s")
+    print(f"  ratio loading / training: {load_rate / step_rate:.1f} (target >= 2)")
+
+
+if __name__ == "__main__":
+    main()
