@@ -101,6 +101,7 @@ class TrainConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: int | str = "auto"
+    strategy: str = "auto"  # e.g. "ddp" for several GPUs
     precision: str | None = None
     num_workers: int = Field(0, ge=0)
 
