@@ -51,16 +51,6 @@ def _as_nchw(pred: Tensor, mode: Mode) -> Tensor:
     return pred.float()
 
 
-def activate(pred: Tensor, mode: Mode, from_logits: bool = True, temperature: float = 1.0) -> Tensor:
-    """Probabilities (N,C,H,W): sigmoid (binary) or softmax over C of logits / temperature."""
-    pred = _as_nchw(pred, mode)
-    if not from_logits:
-        return pred
-    if temperature != 1.0:
-        pred = pred / temperature
-    return torch.sigmoid(pred) if mode == "binary" else torch.softmax(pred, dim=1)
-
-
 def targets(target: Tensor, mode: Mode, num_classes: int, valid: Tensor | None) -> Tensor:
     """(N,C,H,W) float32 targets from class indices or soft targets; invalid pixels read as 0."""
     if target.is_floating_point() and target.ndim == 4:
@@ -167,8 +157,8 @@ class _OverlapLoss(nn.Module):
         x = _as_nchw(pred, self.mode)
         n, c = x.shape[:2]
         if target.is_floating_point() and target.ndim == 4:  # soft / one-hot targets
-            g = target.float()
             u = _pixel_weights(valid, weight, x)
+            g = target.float() if u is None else target.float() * u
         else:  # class indices: one-hot by comparison, as float 0/1 through uint8 (fast on the CPU)
             index = target.reshape(n, 1, *x.shape[2:])
             classes = torch.arange(c, device=x.device).view(1, c, 1, 1) if self.mode == "multiclass" else 1
@@ -185,8 +175,6 @@ class _OverlapLoss(nn.Module):
                 wmap = weight.reshape(index.shape).float()
                 u = wmap if u is None else u * wmap
                 g = g * wmap
-        if target.is_floating_point() and target.ndim == 4 and u is not None:
-            g = g * u
         tp, ps, gs = _MaskedSums.apply(x, g, u, self.mode, self.from_logits, self.temperature, self.squared)
         total = None if u is None else u.sum((1, 2, 3))
         if self.mode == "multiclass" and not self.include_background:
