@@ -3,7 +3,8 @@
 Three trainings of the demo's U-Net on one chip store (train / val / test by spatial block):
   masked Dice   — cloud, shadow and no-data pixels give no loss (wetmap's default);
   unmasked Dice — cloud pixels kept, with their reference labels (what a cloud-blind loss does);
-  BCE           — masked binary cross-entropy alone.
+  BCE           — masked binary cross-entropy alone;
+and, for reference, masked Dice + BCE (the demo's loss).
 Prints each model's Dice on the clear pixels of the test chips.
 
     .venv/bin/python benchmarks/bench_losses_experiment.py [--size 1024] [--epochs 30]
@@ -25,6 +26,8 @@ RUNS = {
     "masked Dice": {"name": "dice", "masked": True, "options": {"batch": True}},
     "unmasked Dice": {"name": "dice", "masked": False, "options": {"batch": True}},
     "BCE": {"name": "bce", "masked": True, "options": {}},
+    "masked Dice+BCE": {"name": "composite", "masked": True,
+                        "options": {"terms": {"dice": 0.5, "bce": 0.5}, "batch": True}},
 }
 
 
