@@ -178,3 +178,14 @@ def test_chip_store_with_other_bands_is_refused(store) -> None:
 
     with pytest.raises(WetmapError, match="chip store has bands"):
         load_chip_store(store.path, ["B02", "B03"])
+
+
+def test_training_scores_the_test_split_when_there_is_one(sample, tmp_path: Path) -> None:
+    from wetmap.train import fit
+
+    build_chip_store(tile_cfg(sample, overlap=0, split={"block": 64, "val": 0.25, "test": 0.25}), tmp_path / "s")
+    cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(tmp_path / "s"), "chip_size": 64},
+                                               "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path / "r")})
+    result = fit(cfg)
+    assert result["chips_test"] == len(open_chip_store(tmp_path / "s").chips("test")) > 0
+    assert 0.0 <= result["test_dice"] <= 1.0 or np.isnan(result["test_dice"])
