@@ -159,3 +159,22 @@ def test_polygon_truth_gives_the_same_report(prediction: Path, sample, tmp_path:
     polygons = evaluate(prediction, sample.wetlands, sample.regions, tmp_path / "b")
     for a, b in zip(raster["regions"], polygons["regions"]):
         assert a["tp"] == b["tp"] and a["fp"] == b["fp"]
+
+
+def test_no_seams_at_tile_boundaries_on_the_sample_scene(bundle_path: Path, sample, tmp_path: Path) -> None:
+    """Across the edges where tiles end, probabilities change no more than between any neighbours."""
+    out = tmp_path / "p.tif"
+    size, overlap = 64, 16
+    predict_scene(load_bundle(bundle_path), sample.scene_a, out, clouds=sample.scene_a_scl, probabilities=True,
+                  cfg=PredictConfig(tile_size=size, overlap=overlap, batch_size=8))
+    with rasterio.open(out.with_name("p_probability.tif")) as src:
+        prob = src.read(1).astype(np.float64)
+    tiles = TileGrid(prob.shape[1], prob.shape[0], size, overlap)
+    ends = sorted({s + size for s in tiles.col_starts[:-1]} | {s for s in tiles.col_starts[1:]})
+    ok = (prob[:, :-1] != 255) & (prob[:, 1:] != 255)
+    diff = np.abs(np.diff(prob, axis=1))
+    at_edge = np.zeros(diff.shape[1], bool)
+    at_edge[[e - 1 for e in ends if 0 < e < prob.shape[1]]] = True
+    edge_mean = diff[:, at_edge][ok[:, at_edge]].mean()
+    inside_mean = diff[:, ~at_edge][ok[:, ~at_edge]].mean()
+    assert edge_mean <= inside_mean * 1.05, (edge_mean, inside_mean)
