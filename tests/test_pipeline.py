@@ -178,3 +178,21 @@ def test_no_seams_at_tile_boundaries_on_the_sample_scene(bundle_path: Path, samp
     edge_mean = diff[:, at_edge][ok[:, at_edge]].mean()
     inside_mean = diff[:, ~at_edge][ok[:, ~at_edge]].mean()
     assert edge_mean <= inside_mean * 1.05, (edge_mean, inside_mean)
+
+
+def test_bf16_prediction_matches_fp32(bundle_path: Path, sample, tmp_path: Path) -> None:
+    """bf16 autocast (the CPU default where bf16 is native) stays within tolerance of fp32."""
+    bundle = load_bundle(bundle_path)
+    maps = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.tif"
+        result = predict_scene(bundle, sample.scene_a, out, clouds=sample.scene_a_scl, probabilities=True,
+                               cfg=PredictConfig(tile_size=128, overlap=32, precision=precision))
+        assert result.precision == ("fp32" if precision == "fp32" else "bfloat16")
+        with rasterio.open(out) as c, rasterio.open(out.with_name(f"{precision}_probability.tif")) as p:
+            maps[precision] = (c.read(1), p.read(1).astype(int))
+    (c32, p32), (c16, p16) = maps["fp32"], maps["bf16"]
+    clear = c32 != 255
+    assert (c16 == 255).sum() == (~clear).sum()
+    assert (c32 == c16)[clear].mean() >= 0.995
+    assert np.abs(p32 - p16)[clear].max() <= 5

@@ -151,7 +151,7 @@ def predict(bundle_path: Path, image: Path, output: Path, clouds: Path | None, p
 
     result = predict_scene(load_bundle(bundle_path), image, output, clouds=clouds, cfg=cfg,
                            probabilities=probabilities, overwrite=overwrite)
-    console.print(f"predicted {result.pixels:,} pixels on {result.device} in {result.seconds:.1f} s "
+    console.print(f"predicted {result.pixels:,} pixels on {result.device} ({result.precision}) in {result.seconds:.1f} s "
                   f"({result.pixels / max(result.seconds, 1e-9) / 1e6:.2f} Mpx/s)")
     console.print(f"clear: {result.valid_fraction:.1%} of the scene; wetland: {result.wetland_fraction:.1%} of clear pixels")
     console.print(f"classes: {result.classes}" + (f"\nprobability: {result.probabilities}" if result.probabilities else ""))

@@ -120,6 +120,8 @@ class PredictConfig(Strict):
     overlap: int = Field(64, ge=0)
     batch_size: int = Field(8, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bf16 autocast on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @model_validator(mode="after")
