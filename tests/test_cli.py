@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 import rasterio
 
 from conftest import run_cli

@@ -1,6 +1,5 @@
 """The notebooks execute end to end (at small sizes), so they never rot."""
 
-import os
 from pathlib import Path
 
 import pytest
