@@ -18,7 +18,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from wetmap.chips import ChipInputs, ChipReader, open_chip_store
+from wetmap.chips import ChipInputs, ChipReader, open_chip_store, split_by_blocks
 from wetmap.config import DataConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import GDAL_ENV
@@ -76,36 +76,28 @@ def band_stats(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nda
     return mean, np.where(std > 0, std, 1.0)
 
 
-def spatial_split(rows: np.ndarray, cols: np.ndarray, block: int, val_fraction: float, seed: int) -> np.ndarray:
-    """'train' / 'val' per chip by blocks of block x block chips, chosen at random by the seed."""
-    blocks = rows // block * 100_000 + cols // block
-    unique = np.unique(blocks)
-    if len(unique) < 2:
-        raise WetmapError(f"too few chips for a spatial split ({len(rows)} chips in one block); "
-                          "use a smaller data.chip_size or data.split_block")
-    rng = np.random.default_rng([seed, 7])
-    n_val = min(len(unique) - 1, max(1, round(val_fraction * len(unique))))
-    val_blocks = rng.choice(unique, size=n_val, replace=False)
-    return np.where(np.isin(blocks, val_blocks), "val", "train")
-
-
 def extract_chips(cfg: DataConfig, seed: int = 0) -> ChipSet:
     """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory."""
-    images, labs, valids, rows, cols = [], [], [], [], []
+    images, labs, valids, splits = [], [], [], []
     inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud)
     with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
-        for tile in TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size):
+        tiles = TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size)
+        # The same block split as `wetmap tile`: blocks of split_block x split_block chips.
+        block_split = split_by_blocks(tiles, cfg.split_block * cfg.chip_size, cfg.val_fraction, 0.0, seed)
+        for tile, split in zip(tiles, block_split):
             chip = reader.read(tile.window)
             if chip.valid.mean() < cfg.min_valid:
                 continue
             images.append(chip.raw)
             labs.append(chip.label)
             valids.append(chip.valid)
-            rows.append(tile.row)
-            cols.append(tile.col)
+            splits.append(split)
     if not images:
         raise WetmapError(f"no chip has at least {cfg.min_valid:.0%} valid pixels", cfg.image)
-    split = spatial_split(np.array(rows), np.array(cols), cfg.split_block, cfg.val_fraction, seed)
+    split = np.array(splits)
+    if not ((split == "train").any() and (split == "val").any()):
+        raise WetmapError("too few chips for a spatial split into train and val; use a smaller "
+                          "data.chip_size or data.split_block", cfg.image)
     image, label, valid = np.stack(images), np.stack(labs), np.stack(valids)
     train = split == "train"
     mean, std = band_stats(image[train], valid[train])

@@ -1,7 +1,7 @@
 """Sliding-window inference over whole scenes, streamed into QGIS-ready COGs.
 
 A reader thread reads tiles (image bands and cloud mask) ahead while the model computes; batches
-go to the device (AMP and channels_last on CUDA); blended probabilities are written strip by
+go to the device (bf16/fp16 autocast and channels_last on GPUs and bf16-capable CPUs); blended probabilities are written strip by
 strip as soon as rows are final. Cloud, shadow and no-data pixels are written as 255: the clear
 part is predicted, the cloudy part is never guessed.
 """
