@@ -162,9 +162,14 @@ def test_polygon_truth_gives_the_same_report(prediction: Path, sample, tmp_path:
 
 
 def test_no_seams_at_tile_boundaries_on_the_sample_scene(bundle_path: Path, sample, tmp_path: Path) -> None:
-    """Across the edges where tiles end, probabilities change no more than between any neighbours."""
+    """Across the edges where tiles end, probabilities change no more than between any neighbours.
+
+    The overlap must be wider than the band where a tile's border disturbs the network: for this
+    2-epoch model 16 of 64 px is not (edge jumps 1.2x the interior), 24 is (0.65x); the trained demo
+    model is seam-free at 16 (benchmarks/bench_seams.py).
+    """
     out = tmp_path / "p.tif"
-    size, overlap = 64, 16
+    size, overlap = 64, 24
     predict_scene(load_bundle(bundle_path), sample.scene_a, out, clouds=sample.scene_a_scl, probabilities=True,
                   cfg=PredictConfig(tile_size=size, overlap=overlap, batch_size=8))
     with rasterio.open(out.with_name("p_probability.tif")) as src:
