@@ -15,7 +15,7 @@ from wetmap.cloud import CloudMask, nodata_valid
 from wetmap.io.raster import Grid, band_indexes, open_raster, read_window
 from wetmap.io.vector import open_labels
 from wetmap.metrics import class_scores
-from wetmap.tiling import TileGrid
+from wetmap.tiling import blocks
 
 
 def _index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,12 +46,12 @@ def best_index_dice(image: str | Path, clouds: str | Path | None, labels: str | 
         truth = open_labels(labels, grid, image_name=image)
         mask = CloudMask(clouds, grid, image_name=image) if clouds else None
         parts: dict[str, list[np.ndarray]] = {"NDVI": [], "NDWI": [], "MNDWI": [], "truth": []}
-        for tile in TileGrid(grid.width, grid.height, 1024):
-            x = read_window(src, tile.window, [b03, b04, b08, b11]).astype(np.float32)
-            y = truth.read(tile.window)
+        for window in blocks(grid.width, grid.height, 1024):
+            x = read_window(src, window, [b03, b04, b08, b11]).astype(np.float32)
+            y = truth.read(window)
             ok = nodata_valid(x, src.nodata) & (y != 255)
             if mask is not None:
-                ok &= mask.valid(tile.window)
+                ok &= mask.valid(window)
             green, red, nir, swir = (band[ok] for band in x)
             parts["NDVI"].append(_index(nir, red))
             parts["NDWI"].append(_index(green, nir))

@@ -33,7 +33,7 @@ from rasterio.windows import Window
 
 from wetmap import __version__
 from wetmap.cloud import CloudMask, nodata_valid
-from wetmap.config import CloudConfig, DEFAULT_BANDS, TileConfig
+from wetmap.config import DEFAULT_BANDS, CloudConfig, TileConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid, band_indexes, open_raster, read_window
 from wetmap.io.vector import open_labels, read_polygons
@@ -60,7 +60,7 @@ class ChipInputs:
 
     @classmethod
     def of(cls, image: str | Path, labels: str | Path, clouds: str | Path | None, bands: Sequence[str],
-           cloud: CloudConfig) -> "ChipInputs":
+           cloud: CloudConfig) -> ChipInputs:
         return cls(str(image), str(labels), str(clouds) if clouds else None, tuple(bands),
                    tuple(cloud.scl_invalid), cloud.dilate)
 
@@ -102,7 +102,7 @@ class ChipReader:
             self.clouds.close()
         self.src.close()
 
-    def __enter__(self) -> "ChipReader":
+    def __enter__(self) -> ChipReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -190,7 +190,8 @@ def evaluate(pred: Path, truth: Path, regions: Path, output: Path, clouds: Path 
     console.print(table)
     o = report["overall"]
     console.print(f"overall Dice: micro {_fmt(o['micro']['dice'])}, macro {_fmt(o['macro']['dice'])}")
-    console.print(f"report: {output / 'report.json'}, {output / 'regions.csv'}")
+    console.print(f"report: {output / 'report.html'} (also report.md, report.json, regions.csv, "
+                  f"regions.gpkg styled by Dice for QGIS)")
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ class DataConfig(Strict):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
+    def _one_source(self) -> DataConfig:
         if self.chips is None and (self.image is None or self.labels is None):
             raise ValueError("give data.chips (a chip store) or both data.image and data.labels")
         return self
@@ -76,7 +76,7 @@ class TileConfig(Strict):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @model_validator(mode="after")
-    def _overlap_fits(self) -> "TileConfig":
+    def _overlap_fits(self) -> TileConfig:
         if self.overlap >= self.size:
             raise ValueError(f"overlap {self.overlap} must be smaller than size {self.size}")
         return self
@@ -125,7 +125,7 @@ class PredictConfig(Strict):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @model_validator(mode="after")
-    def _overlap_fits(self) -> "PredictConfig":
+    def _overlap_fits(self) -> PredictConfig:
         if self.overlap * 2 >= self.tile_size:
             raise ValueError(f"overlap {self.overlap} must be less than half of tile_size {self.tile_size}")
         return self

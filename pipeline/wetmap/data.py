@@ -24,6 +24,7 @@ from wetmap.errors import WetmapError
 from wetmap.io.raster import GDAL_ENV
 from wetmap.tiling import TileGrid
 
+
 def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
               valid: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
     """(…,C,H,W) raw band values to zero-mean unit-variance input; unusable pixels become 0.

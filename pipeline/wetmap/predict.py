@@ -8,10 +8,7 @@ part is predicted, the cloudy part is never guessed.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +19,27 @@ import torch
 from wetmap.cloud import CloudMask, nodata_valid
 from wetmap.config import PredictConfig
 from wetmap.errors import WetmapError
-from wetmap.io.raster import (GDAL_ENV, Grid, atomic_output, band_indexes, check_writable, open_raster,
-                              read_window, scratch_file)
+from wetmap.io.raster import (
+    GDAL_ENV,
+    Grid,
+    atomic_output,
+    band_indexes,
+    check_writable,
+    open_raster,
+    read_window,
+    scratch_file,
+)
+from wetmap.io.readahead import read_ahead
 from wetmap.model import Bundle
-from wetmap.mosaic import NODATA, StripAccumulator, class_labels, open_strip_writer, percent, to_cog, write_strip
+from wetmap.mosaic import (
+    NODATA,
+    StripAccumulator,
+    class_labels,
+    open_strip_writer,
+    percent,
+    to_cog,
+    write_strip,
+)
 from wetmap.styles import paletted_qml, probability_qml, write_qml
 from wetmap.tiling import Tile, TileGrid
 
@@ -75,38 +89,6 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_bf16() else None
-
-
-def _read_ahead(tiles: Iterator[Tile], read, depth: int) -> Iterator[tuple[Tile, np.ndarray, np.ndarray]]:
-    """Run `read(tile)` in a background thread, up to `depth` tiles ahead of the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def worker() -> None:
-        try:
-            for tile in tiles:
-                if stop.is_set():
-                    return
-                q.put((tile, *read(tile)))
-            q.put(done)
-        except BaseException as exc:  # hand reader errors to the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
 
 
 class TilePredictor:
@@ -170,7 +152,7 @@ def predict_scene(bundle: Bundle, image: str | Path, out: str | Path, *, clouds:
                         if prob_path else None)
             try:
                 batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
-                for item in _read_ahead(iter(tiles), read, depth=2 * cfg.batch_size):
+                for item in read_ahead(tiles, read, depth=2 * cfg.batch_size):
                     batch.append(item)
                     if len(batch) == cfg.batch_size:
                         _run_batch(batch, predictor, acc, cls_dst, prob_dst, counts, wet)

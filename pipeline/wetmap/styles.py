@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -68,3 +69,80 @@ def write_qml(raster_path: str | Path, text: str) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+# Dice classes for region maps: the QGIS style and the report's figures use the same bins and colours.
+DICE_BINS: list[tuple[float, float, tuple[int, int, int]]] = [
+    (0.0, 0.5, (215, 48, 39)),
+    (0.5, 0.7, (252, 141, 89)),
+    (0.7, 0.8, (254, 224, 139)),
+    (0.8, 0.9, (145, 207, 96)),
+    (0.9, 1.0, (26, 152, 80)),
+]
+UNDEFINED_COLOR = (170, 170, 170)
+
+
+def dice_color(dice: float | None) -> tuple[int, int, int]:
+    """The colour of a Dice value in DICE_BINS; grey where undefined (no clear pixel)."""
+    if dice is None or math.isnan(dice):
+        return UNDEFINED_COLOR
+    for low, high, color in DICE_BINS:
+        if dice < high:
+            return color
+    return DICE_BINS[-1][2]
+
+
+def _fill_symbol(name: int, rgb: tuple[int, int, int], style: str = "solid") -> str:
+    color = ",".join(map(str, rgb))
+    return f"""      <symbol type="fill" name="{name}" alpha="0.6" clip_to_extent="1" force_rhr="0">
+        <layer class="SimpleFill" enabled="1" pass="0" locked="0">
+          <Option type="Map">
+            <Option type="QString" name="color" value="{color},255"/>
+            <Option type="QString" name="style" value="{style}"/>
+            <Option type="QString" name="outline_color" value="40,40,40,255"/>
+            <Option type="QString" name="outline_style" value="solid"/>
+            <Option type="QString" name="outline_width" value="0.5"/>
+            <Option type="QString" name="outline_width_unit" value="MM"/>
+          </Option>
+        </layer>
+      </symbol>"""
+
+
+def dice_qml(label: str = "wetland", field: str = "dice") -> str:
+    """A QGIS vector style: regions filled by Dice class (red to green), undefined hatched grey,
+    labelled with name and Dice."""
+    q = f"&quot;{field}&quot;"
+    rules, symbols = [], []
+    for i, (low, high, rgb) in enumerate(DICE_BINS):
+        last = i == len(DICE_BINS) - 1
+        cond = f"{q} &gt;= {low} AND {q} {'&lt;=' if last else '&lt;'} {high}"
+        rules.append(f'      <rule key="dice{i}" symbol="{i}" label={quoteattr(f"{label} Dice {low:.1f}–{high:.1f}")} '
+                     f'filter="{cond}"/>')
+        symbols.append(_fill_symbol(i, rgb))
+    n = len(DICE_BINS)
+    rules.append(f'      <rule key="undefined" symbol="{n}" label="Dice undefined (no clear pixel)" filter="{q} IS NULL"/>')
+    symbols.append(_fill_symbol(n, UNDEFINED_COLOR, "b_diagonal"))
+    label_expr = f"concat(&quot;name&quot;, '\\n', coalesce(format_number({q}, 2), 'n/a'))"
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.34" styleCategories="Symbology|Labeling" labelsEnabled="1">
+  <renderer-v2 type="RuleRenderer" symbollevels="0" enableorderby="0" forceraster="0">
+    <rules key="root">
+{chr(10).join(rules)}
+    </rules>
+    <symbols>
+{chr(10).join(symbols)}
+    </symbols>
+  </renderer-v2>
+  <labeling type="simple">
+    <settings calloutType="simple">
+      <text-style fieldName="{label_expr}" isExpression="1" fontSize="9" textColor="20,20,20,255" fontWeight="75">
+        <text-buffer bufferDraw="1" bufferSize="1" bufferSizeUnits="MM" bufferColor="255,255,255,255"/>
+      </text-style>
+      <placement placement="1" overrunDistance="0"/>
+      <rendering obstacle="1" limitNumLabels="0"/>
+    </settings>
+  </labeling>
+  <blendMode>0</blendMode>
+  <featureBlendMode>0</featureBlendMode>
+</qgis>
+"""

@@ -72,3 +72,13 @@ class TileGrid:
         for i, r in enumerate(self.row_starts):
             for j, c in enumerate(self.col_starts):
                 yield Tile(i, j, Window(c, r, w, h))
+
+
+def blocks(width: int, height: int, size: int) -> Iterator[Window]:
+    """Non-overlapping windows of at most `size` covering a raster once (edge blocks are smaller).
+
+    For counting and streaming passes, where a flush TileGrid would visit edge pixels twice.
+    """
+    for r in range(0, height, size):
+        for c in range(0, width, size):
+            yield Window(c, r, min(size, width - c), min(size, height - r))

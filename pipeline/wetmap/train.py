@@ -26,15 +26,20 @@ from torchgeo.trainers import SemanticSegmentationTask
 
 from wetmap.chips import LABEL_UNKNOWN
 from wetmap.config import TrainRunConfig, dump
-from wetmap.data import ChipDataModule, ChipDataset, ChipSet, chip_summary, extract_chips, load_chip_store
+from wetmap.data import (
+    ChipDataModule,
+    ChipDataset,
+    ChipSet,
+    chip_summary,
+    extract_chips,
+    load_chip_store,
+)
 from wetmap.errors import WetmapError
 from wetmap.io.raster import atomic_output
 from wetmap.losses import build_loss
 from wetmap.metrics import confusion, scores
 from wetmap.model import save_bundle, task_kind, torchgeo_task_args
 from wetmap.styles import CLASS_COLORS
-
-
 
 
 class WetmapTask(SemanticSegmentationTask):

@@ -40,7 +40,7 @@ class Grid:
     height: int
 
     @classmethod
-    def of(cls, src: DatasetReader | WarpedVRT) -> "Grid":
+    def of(cls, src: DatasetReader | WarpedVRT) -> Grid:
         return cls(src.crs, src.transform, src.width, src.height)
 
     @property
