@@ -125,36 +125,55 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 
 @cli.command()
 @click.argument("bundle_path", metavar="MODEL_BUNDLE", type=click.Path(path_type=Path))
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Class raster (.tif, COG).")
-@click.option("--clouds", type=click.Path(path_type=Path), help="Cloud mask: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster.")
+@click.option("--clouds", multiple=True, type=click.Path(path_type=Path),
+              help="Cloud mask per IMAGE, in the same order: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster.")
 @click.option("--probabilities", is_flag=True, help="Also write OUT_probability.tif (uint8 percent, 255 = no data).")
+@click.option("--vectorize", is_flag=True, help="Also write wetland polygons with their area to OUT.gpkg.")
+@click.option("--min-area", "min_area", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="With --vectorize: leave out polygons smaller than this many hectares.")
+@click.option("--crs", help="Output CRS (default: the first scene's), e.g. EPSG:32632.")
+@click.option("--resolution", type=click.FloatRange(0, min_open=True), help="Output pixel size in CRS units.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (default auto).")
 @click.option("--tile-size", type=int, help="Sliding-window tile size in pixels.")
 @click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Prediction YAML (see configs/predict.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@_scale_options
 @overrides_option
-def predict(bundle_path: Path, image: Path, output: Path, clouds: Path | None, probabilities: bool,
-            device: str | None, tile_size: int | None, overlap: int | None, config_path: Path | None,
-            overwrite: bool, overrides: tuple[str, ...]) -> None:
-    """Predict wetlands over a whole scene into a QGIS-ready Cloud-Optimized GeoTIFF."""
+def predict(bundle_path: Path, images: tuple[Path, ...], output: Path, clouds: tuple[Path, ...], probabilities: bool,
+            vectorize: bool, min_area: float, crs: str | None, resolution: float | None, device: str | None,
+            tile_size: int | None, overlap: int | None, config_path: Path | None, overwrite: bool,
+            workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
+    """Predict wetlands over one or several scenes into one QGIS-ready Cloud-Optimized GeoTIFF.
+
+    Several scenes make one cloud-aware mosaic: where one scene is cloudy and another clear, the
+    clear one decides; where several are clear, they are blended by confidence.
+    """
     extra = config.parse_overrides(overrides)
     for key, value in (("device", device), ("tile_size", tile_size), ("overlap", overlap)):
         if value is not None:
             extra[key] = value
     cfg = config.load(config.PredictConfig, config_path, extra)
-    from wetmap.model import load_bundle
-    from wetmap.predict import predict_scene
+    from wetmap.cluster import dask_client
+    from wetmap.io.raster import parse_crs
+    from wetmap.predict import predict_mosaic
 
     _quiet_libraries()
-
-    result = predict_scene(load_bundle(bundle_path), image, output, clouds=clouds, cfg=cfg,
-                           probabilities=probabilities, overwrite=overwrite)
-    console.print(f"predicted {result.pixels:,} pixels on {result.device} ({result.precision}) in {result.seconds:.1f} s "
-                  f"({result.pixels / max(result.seconds, 1e-9) / 1e6:.2f} Mpx/s)")
-    console.print(f"clear: {result.valid_fraction:.1%} of the scene; wetland: {result.wetland_fraction:.1%} of clear pixels")
-    console.print(f"classes: {result.classes}" + (f"\nprobability: {result.probabilities}" if result.probabilities else ""))
+    target_crs = parse_crs(crs) if crs else None
+    with dask_client(workers, scheduler) as client:
+        result = predict_mosaic(bundle_path, images, output, clouds=list(clouds) if clouds else None, cfg=cfg,
+                                probabilities=probabilities, vectorize=vectorize, min_area_ha=min_area,
+                                crs=target_crs, resolution=resolution, client=client, overwrite=overwrite)
+    where = f"{result.device} ({result.precision})" if client is None else f"Dask workers ({result.precision})"
+    console.print(f"predicted {result.scenes} scene(s), {result.pixels:,} output pixels on {where} in "
+                  f"{result.seconds:.1f} s ({result.pixels / max(result.seconds, 1e-9) / 1e6:.2f} Mpx/s)")
+    console.print(f"clear: {result.valid_fraction:.1%} of the mosaic; wetland: {result.wetland_fraction:.1%} of clear pixels")
+    console.print(f"classes: {result.classes}")
+    for label, path in (("probability", result.probabilities), ("polygons", result.vectors)):
+        if path is not None:
+            console.print(f"{label}: {path}")
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

@@ -114,22 +114,37 @@ def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, ba
     return Path(path)
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
-    """Load a bundle written by `wetmap train`; the network comes back in eval mode."""
+def _read_payload(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise WetmapError("model bundle not found", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a bundle
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not a bundle
         raise WetmapError(f"not a wetmap model bundle ({type(exc).__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise WetmapError(f"not a wetmap model bundle (expected format {BUNDLE_FORMAT})", path)
+    return payload
+
+
+def read_bundle_info_from(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"classes": list(payload["classes"]), "bands": list(payload["bands"]),
+            "colors": {int(k): tuple(v) for k, v in payload["colors"].items()}}
+
+
+def read_bundle_info(path: str | Path) -> dict[str, Any]:
+    """Classes, bands and colours of a bundle, without building its network."""
+    return read_bundle_info_from(_read_payload(path))
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle written by `wetmap train`; the network comes back in eval mode."""
+    payload = _read_payload(path)
     cfg = ModelConfig.model_validate({**payload["model"], "weights": None})
     network = build_network(cfg, len(payload["bands"]))
     network.load_state_dict(payload["state_dict"])
     network.eval().to(device)
-    return Bundle(model=network, bands=list(payload["bands"]), classes=list(payload["classes"]),
-                  mean=payload["mean"].numpy(), std=payload["std"].numpy(),
-                  colors={int(k): tuple(v) for k, v in payload["colors"].items()},
+    info = read_bundle_info_from(payload)
+    return Bundle(model=network, bands=info["bands"], classes=info["classes"],
+                  mean=payload["mean"].numpy(), std=payload["std"].numpy(), colors=info["colors"],
                   config=payload["config"], metrics=payload["metrics"], versions=payload["versions"])

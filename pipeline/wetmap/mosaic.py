@@ -48,15 +48,15 @@ def blend_weights(tile: Tile, grid: TileGrid, crop: int) -> np.ndarray:
 class StripAccumulator:
     """Weighted sums of tile probabilities over the rows that are still open.
 
-    `add` tiles in TileGrid order; after the last tile of each tile row, `flush` hands back the
-    rows that are final as (row_offset, probabilities (K,h,W), valid (h,W)).
+    `add` tiles in TileGrid order (from tile row `first_row` on); after the last tile of each tile
+    row, `flush` hands back the rows that are final as (row_offset, probabilities (K,h,W), valid (h,W)).
     """
 
-    def __init__(self, grid: TileGrid, n_channels: int, crop: int) -> None:
+    def __init__(self, grid: TileGrid, n_channels: int, crop: int, first_row: int = 0) -> None:
         self.grid, self.crop = grid, crop
         self.starts = grid.row_starts
         depth = min(grid.height, 2 * grid.size)  # open rows of one tile row + the next one
-        self.top = 0
+        self.top = self.starts[first_row]  # a part of the scene starts at its first tile row
         self.num = np.zeros((n_channels, depth, grid.width), np.float32)
         self.den = np.zeros((depth, grid.width), np.float32)
         self.valid = np.zeros((depth, grid.width), bool)
@@ -125,6 +125,26 @@ def to_cog(src_path: Path, dst_path: Path, resampling: str) -> None:
     rasterio.shutil.copy(src_path, dst_path, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
                          BLOCKSIZE=block, OVERVIEW_RESAMPLING=resampling, OVERVIEW_COUNT=levels,
                          BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+
+
+def combine_scenes(probs: list[np.ndarray], valids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """One tile's probabilities from several scenes: where one scene is clear it decides; where
+    several are, they are blended by confidence (how far each is from a uniform guess).
+
+    probs: per scene (K,h,w); valids: per scene (h,w). Pixels clear in no scene stay invalid.
+    """
+    if len(probs) == 1:
+        return probs[0], valids[0]
+    k = probs[0].shape[0]
+    num = np.zeros_like(probs[0])
+    den = np.zeros(probs[0].shape[1:], np.float32)
+    for p, ok in zip(probs, valids):
+        confidence = (p.max(0) - 1.0 / k) * (k / (k - 1)) + 1e-3   # 0 (uniform) .. 1 (certain)
+        w = np.where(ok, confidence, 0.0).astype(np.float32)
+        num += p * w
+        den += w
+    valid = np.logical_or.reduce(valids)
+    return num / np.maximum(den, 1e-12), valid
 
 
 def class_labels(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:

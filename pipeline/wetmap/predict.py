@@ -1,30 +1,45 @@
-"""Sliding-window inference over whole scenes, streamed into QGIS-ready COGs.
+"""Sliding-window inference over whole scenes (one or several), streamed into QGIS-ready COGs.
 
-A reader thread reads tiles (image bands and cloud mask) ahead while the model computes; batches
-go to the device (bf16/fp16 autocast and channels_last on GPUs and bf16-capable CPUs); blended probabilities are written strip by
-strip as soon as rows are final. Cloud, shadow and no-data pixels are written as 255: the clear
-part is predicted, the cloudy part is never guessed.
+Scenes are seen on one output grid (the first scene's, extended over all of them, or a given CRS /
+resolution). A reader thread reads tiles (bands and cloud mask of every scene) ahead while the
+model computes; batches go to the device (bf16/fp16 autocast and channels_last on GPUs and
+bf16-capable CPUs). Per tile, scenes are combined where clear (`mosaic.combine_scenes`), tiles are
+blended (`mosaic.StripAccumulator`) and rows are written as soon as they are final. Pixels clear in
+no scene are written as 255: the cloudy part is never guessed.
+
+With a Dask client, bands of tile rows are predicted on the workers (each loads the bundle once)
+and written by the client; every tile sees the same batch and the same blending as in one
+process, so the result is identical.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 import torch
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
 
 from wetmap.cloud import CloudMask, nodata_valid
-from wetmap.config import PredictConfig
+from wetmap.config import CloudConfig, PredictConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import (
     GDAL_ENV,
     Grid,
+    aligned,
     atomic_output,
     band_indexes,
     check_writable,
+    mosaic_grid,
     open_raster,
     read_window,
     scratch_file,
@@ -35,6 +50,7 @@ from wetmap.mosaic import (
     NODATA,
     StripAccumulator,
     class_labels,
+    combine_scenes,
     open_strip_writer,
     percent,
     to_cog,
@@ -42,18 +58,6 @@ from wetmap.mosaic import (
 )
 from wetmap.styles import paletted_qml, probability_qml, write_qml
 from wetmap.tiling import Tile, TileGrid
-
-
-@dataclass
-class PredictResult:
-    classes: Path
-    probabilities: Path | None
-    pixels: int
-    valid_fraction: float
-    wetland_fraction: float
-    seconds: float
-    device: str
-    precision: str
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,88 +118,270 @@ class TilePredictor:
         return self.bundle.probabilities(logits).cpu().numpy()
 
 
-def predict_scene(bundle: Bundle, image: str | Path, out: str | Path, *, clouds: str | Path | None = None,
-                  cfg: PredictConfig | None = None, probabilities: bool = False,
-                  overwrite: bool = False) -> PredictResult:
-    """Predict one scene into a class COG (and optionally a probability COG) beside a QGIS style."""
-    cfg = cfg or PredictConfig()
-    start = time.perf_counter()
-    out = check_writable(out, overwrite)
-    prob_path = out.with_name(f"{out.stem}_probability{out.suffix}") if probabilities else None
-    if prob_path is not None:
-        check_writable(prob_path, overwrite)
-    device = resolve_device(cfg.device)
-    predictor = TilePredictor(bundle, device, cfg.precision)
+@dataclass(frozen=True)
+class Scene:
+    """One input scene: its bands and, optionally, its cloud mask (SCL, QA_PIXEL or 0/1)."""
 
-    with rasterio.Env(**GDAL_ENV), open_raster(image) as src:
-        indexes = band_indexes(src, bundle.bands)
-        grid = Grid.of(src)
-        mask = CloudMask(clouds, grid, cfg.cloud, image_name=image) if clouds else None
-        tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
-        crop = min(8, cfg.overlap // 4)
-        acc = StripAccumulator(tiles, len(bundle.classes), crop)
+    image: str
+    clouds: str | None = None
 
-        def read(tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-            raw = read_window(src, tile.window, indexes).astype(np.float32)
-            ok = nodata_valid(raw, src.nodata)
+
+class SceneStack:
+    """The scenes seen on the output grid, read tile by tile as (raw bands, valid mask) per scene.
+
+    A scene already on the grid is read directly; another one through a warped view (bilinear for
+    reflectance; its cloud mask nearest), with pixels outside it reading as no data.
+    """
+
+    def __init__(self, scenes: Sequence[Scene], grid: Grid, bands: Sequence[str], cloud: CloudConfig) -> None:
+        self._open: list = []
+        self.layers: list[tuple[DatasetReader | WarpedVRT, list[int], CloudMask | None]] = []
+        try:
+            for scene in scenes:
+                src = open_raster(scene.image)
+                self._open.append(src)
+                indexes = band_indexes(src, bands)
+                nodata = src.nodata if src.nodata is not None else 0
+                view = aligned(src, grid, nodata=nodata, resampling=Resampling.bilinear, name=scene.image)
+                if view is not src:
+                    self._open.append(view)
+                mask = CloudMask(scene.clouds, grid, cloud, image_name=scene.image) if scene.clouds else None
+                if mask is not None:
+                    self._open.append(mask)
+                self.layers.append((view, indexes, mask))
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, tile: Tile) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for view, indexes, mask in self.layers:
+            raw = read_window(view, tile.window, indexes).astype(np.float32)
+            ok = nodata_valid(raw, view.nodata)
             if mask is not None:
                 ok &= mask.valid(tile.window)
-            return raw, ok
+            out.append((raw, ok))
+        return out
 
-        tags = {"CLASSES": ",".join(bundle.classes), "MODEL_BANDS": ",".join(bundle.bands),
-                "SOURCE": Path(image).name}
-        counts = np.zeros(3, np.int64)  # pixels, valid, wetland
-        wet = bundle.classes.index("wetland") if "wetland" in bundle.classes else 1
-        with scratch_file(out, ".strips.tif") as cls_tmp, scratch_file(out, ".pstrips.tif") as prob_tmp:
-            cls_dst = open_strip_writer(cls_tmp, grid, "uint8", "wetland class", bundle.colors, tags)
-            prob_dst = (open_strip_writer(prob_tmp, grid, "uint8", "wetland probability (%)", None, tags)
-                        if prob_path else None)
-            try:
-                batch: list[tuple[Tile, np.ndarray, np.ndarray]] = []
-                for item in read_ahead(tiles, read, depth=2 * cfg.batch_size):
-                    batch.append(item)
-                    if len(batch) == cfg.batch_size:
-                        _run_batch(batch, predictor, acc, cls_dst, prob_dst, counts, wet)
-                        batch = []
-                if batch:
-                    _run_batch(batch, predictor, acc, cls_dst, prob_dst, counts, wet)
-            finally:
-                cls_dst.close()
-                if prob_dst is not None:
-                    prob_dst.close()
-                if mask is not None:
-                    mask.close()
-            with atomic_output(out, overwrite) as final_tmp:
-                to_cog(cls_tmp, final_tmp, "NEAREST")
-            write_qml(out, paletted_qml(bundle.classes, bundle.colors, NODATA))
-            if prob_path is not None:
-                with atomic_output(prob_path, overwrite) as final_tmp:
-                    to_cog(prob_tmp, final_tmp, "AVERAGE")
-                write_qml(prob_path, probability_qml(NODATA))
-    pixels, valid, wet = (int(v) for v in counts)
-    return PredictResult(out, prob_path, pixels, valid / max(1, pixels), wet / max(1, valid),
-                         time.perf_counter() - start, str(device),
-                         str(predictor.amp).removeprefix("torch.") if predictor.amp else "fp32")
+    def close(self) -> None:
+        for item in reversed(self._open):
+            item.close()
+        self._open.clear()
 
 
-def _run_batch(batch, predictor: TilePredictor, acc: StripAccumulator, cls_dst, prob_dst,
-               counts: np.ndarray, wet: int) -> None:
-    """Predict the tiles that have a valid pixel, blend all, write the strips that completed."""
-    live = [i for i, (_, _, ok) in enumerate(batch) if ok.any()]
-    probs: dict[int, np.ndarray] = {}
-    if live:
-        shapes = {batch[i][1].shape for i in live}
-        for shape in shapes:  # edge tiles of a small raster may differ in size
-            group = [i for i in live if batch[i][1].shape == shape]
-            out = predictor(np.stack([batch[i][1] for i in group]), np.stack([batch[i][2] for i in group]))
-            probs.update(zip(group, out))
-    for i, (tile, raw, ok) in enumerate(batch):
-        p = probs.get(i)
-        if p is None:
-            p = np.zeros((len(predictor.bundle.classes), *ok.shape), np.float32)
-        for row, strip, valid in acc.add(tile, p, ok):
-            labels = class_labels(strip, valid)
+def predict_strips(predictor: TilePredictor, stack: SceneStack, tiles: TileGrid, first: int, stop: int,
+                   cfg: PredictConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(row offset, probabilities (K,h,W), valid (h,W)) for each strip of rows that became final
+    while tile rows first..stop-1 were predicted.
+
+    Batches never cross a tile row, so a tile's batch (and so its exact output) does not depend
+    on where a part of the scene starts.
+    """
+    acc = StripAccumulator(tiles, len(predictor.bundle.classes), min(8, cfg.overlap // 4), first_row=first)
+    last_col = tiles.shape[1] - 1
+    wanted = (tile for i in range(first, stop) for tile in tiles.row(i))
+    pending: list[tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]] = []
+    for tile, reads in read_ahead(wanted, lambda t: (stack.read(t),), depth=2 * cfg.batch_size):
+        pending.append((tile, reads))
+        if len(pending) == cfg.batch_size or tile.col == last_col:
+            yield from _run_batch(pending, predictor, acc)
+            pending = []
+
+
+def _run_batch(batch: list[tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]], predictor: TilePredictor,
+               acc: StripAccumulator) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Predict, per scene, the tiles where that scene has a clear pixel; combine scenes; blend."""
+    n_scenes = len(batch[0][1])
+    probs: list[dict[int, np.ndarray]] = [{} for _ in range(n_scenes)]
+    for s in range(n_scenes):
+        live = [i for i, (_, reads) in enumerate(batch) if reads[s][1].any()]
+        for shape in {batch[i][1][s][0].shape for i in live}:   # edge tiles of a small raster may differ
+            group = [i for i in live if batch[i][1][s][0].shape == shape]
+            out = predictor(np.stack([batch[i][1][s][0] for i in group]), np.stack([batch[i][1][s][1] for i in group]))
+            probs[s].update(zip(group, out))
+    k = len(predictor.bundle.classes)
+    for i, (tile, reads) in enumerate(batch):
+        scenes = [s for s in range(n_scenes) if i in probs[s]]
+        if scenes:
+            p, ok = combine_scenes([probs[s][i] for s in scenes], [reads[s][1] for s in scenes])
+        else:
+            ok = np.zeros(reads[0][1].shape, bool)
+            p = np.zeros((k, *ok.shape), np.float32)
+        yield from acc.add(tile, p, ok)
+
+
+@dataclass
+class PredictResult:
+    classes: Path
+    probabilities: Path | None
+    vectors: Path | None
+    scenes: int
+    pixels: int
+    valid_fraction: float
+    wetland_fraction: float
+    seconds: float
+    device: str
+    precision: str
+
+
+def part_bounds(tiles: TileGrid, parts: int) -> list[tuple[int, int]]:
+    """Split the tile rows into `parts` contiguous ranges [first, stop)."""
+    rows = tiles.shape[0]
+    cuts = np.linspace(0, rows, min(parts, rows) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+_WORKER_PREDICTORS: dict[tuple[str, str, str], TilePredictor] = {}
+
+
+def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: PredictConfig, first: int,
+                 stop: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """On a Dask worker: final rows of tile rows first..stop-1 as (row offset, classes, percent).
+
+    Tile row first-1 is predicted again for context (blending needs it) and its rows dropped, so
+    every output row is computed exactly as in one process. The bundle loads once per worker.
+    """
+    from wetmap.model import load_bundle
+
+    key = (bundle_path, cfg.device, cfg.precision)
+    if key not in _WORKER_PREDICTORS:
+        _WORKER_PREDICTORS[key] = TilePredictor(load_bundle(bundle_path), resolve_device(cfg.device), cfg.precision)
+    predictor = _WORKER_PREDICTORS[key]
+    tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
+    top = tiles.row_starts[first]
+    bottom = tiles.row_starts[stop] if stop < tiles.shape[0] else grid.height
+    classes = np.full((bottom - top, grid.width), NODATA, np.uint8)
+    prob = np.full((bottom - top, grid.width), NODATA, np.uint8)
+    wet = wetland_index(predictor.bundle.classes)
+    with rasterio.Env(**GDAL_ENV):
+        stack = SceneStack(scenes, grid, predictor.bundle.bands, cfg.cloud)
+        try:
+            for row, strip, valid in predict_strips(predictor, stack, tiles, max(0, first - 1), stop, cfg):
+                lo, hi = max(row, top), min(row + valid.shape[0], bottom)
+                if lo < hi:
+                    part = slice(lo - row, hi - row)
+                    classes[lo - top:hi - top] = class_labels(strip[:, part], valid[part])
+                    prob[lo - top:hi - top] = percent(strip[wet, part], valid[part])
+        finally:
+            stack.close()
+    return top, classes, prob
+
+
+def wetland_index(classes: Sequence[str]) -> int:
+    return list(classes).index("wetland") if "wetland" in classes else 1
+
+
+def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], out: str | Path, *,
+                   clouds: Sequence[str | Path | None] | None = None, cfg: PredictConfig | None = None,
+                   probabilities: bool = False, vectorize: bool = False, min_area_ha: float = 0.0,
+                   crs: CRS | None = None, resolution: float | None = None, client: object | None = None,
+                   overwrite: bool = False) -> PredictResult:
+    """Predict one or several scenes into one class COG (optionally a probability COG and wetland
+    polygons), each beside a QGIS style. `clouds` gives one mask (or None) per image.
+
+    With a Dask `client`, `bundle` must be the bundle's path: workers load it themselves.
+    """
+    cfg = cfg or PredictConfig()
+    start = time.perf_counter()
+    if not images:
+        raise WetmapError("no input scene given")
+    masks = list(clouds) if clouds is not None else [None] * len(images)
+    if len(masks) != len(images):
+        raise WetmapError(f"{len(masks)} cloud masks for {len(images)} scenes: give one per scene, in order")
+    scenes = [Scene(str(i), str(c) if c else None) for i, c in zip(images, masks)]
+    out = check_writable(out, overwrite)
+    prob_path = out.with_name(f"{out.stem}_probability{out.suffix}") if probabilities else None
+    vec_path = out.with_suffix(".gpkg") if vectorize else None
+    for extra in (prob_path, vec_path):
+        if extra is not None:
+            check_writable(extra, overwrite)
+    if client is not None and isinstance(bundle, Bundle):
+        raise WetmapError("Dask prediction needs the bundle's path, so that each worker loads it")
+    bundle_path = str(bundle) if not isinstance(bundle, Bundle) else None
+    if bundle_path is not None and client is None:
+        from wetmap.model import load_bundle
+
+        bundle = load_bundle(bundle_path)
+    device = resolve_device(cfg.device)
+    grid = mosaic_grid([s.image for s in scenes], crs, resolution)
+    tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
+    info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
+    tags = {"CLASSES": ",".join(info["classes"]), "MODEL_BANDS": ",".join(info["bands"]),
+            "SOURCE": ",".join(Path(s.image).name for s in scenes)}
+    counts = np.zeros(3, np.int64)  # pixels, valid, wetland
+    wet = wetland_index(info["classes"])
+    precision = "fp32"
+    with rasterio.Env(**GDAL_ENV), scratch_file(out, ".strips.tif") as cls_tmp, \
+            scratch_file(out, ".pstrips.tif") as prob_tmp:
+        cls_dst = open_strip_writer(cls_tmp, grid, "uint8", f"{info['classes'][wet]} class", info["colors"], tags)
+        prob_dst = (open_strip_writer(prob_tmp, grid, "uint8", f"{info['classes'][wet]} probability (%)", None, tags)
+                    if prob_path else None)
+
+        def write(row: int, labels: np.ndarray, pct: np.ndarray) -> None:
             write_strip(cls_dst, row, labels)
             if prob_dst is not None:
-                write_strip(prob_dst, row, percent(strip[wet], valid))
-            counts += (labels.size, int(valid.sum()), int((labels == wet).sum()))
+                write_strip(prob_dst, row, pct)
+            counts[0] += labels.size
+            counts[1] += int(np.count_nonzero(labels != NODATA))
+            counts[2] += int(np.count_nonzero(labels == wet))
+
+        try:
+            if client is None:
+                predictor = TilePredictor(bundle, device, cfg.precision)
+                precision = str(predictor.amp).removeprefix("torch.") if predictor.amp else "fp32"
+                stack = SceneStack(scenes, grid, bundle.bands, cfg.cloud)
+                try:
+                    for row, strip, valid in predict_strips(predictor, stack, tiles, 0, tiles.shape[0], cfg):
+                        write(row, class_labels(strip, valid), percent(strip[wet], valid))
+                finally:
+                    stack.close()
+            else:
+                _predict_on_cluster(client, bundle_path, scenes, grid, cfg, tiles, write)
+                precision = cfg.precision
+        finally:
+            cls_dst.close()
+            if prob_dst is not None:
+                prob_dst.close()
+        with atomic_output(out, overwrite) as final_tmp:
+            to_cog(cls_tmp, final_tmp, "NEAREST")
+        write_qml(out, paletted_qml(info["classes"], info["colors"], NODATA))
+        if prob_path is not None:
+            with atomic_output(prob_path, overwrite) as final_tmp:
+                to_cog(prob_tmp, final_tmp, "AVERAGE")
+            write_qml(prob_path, probability_qml(NODATA))
+    if vec_path is not None:
+        from wetmap.vectorize import vectorize_classes
+
+        vectorize_classes(out, vec_path, wet, info["classes"][wet], min_area_ha, info["colors"].get(wet), overwrite)
+    pixels, valid, wetland = (int(v) for v in counts)
+    return PredictResult(out, prob_path, vec_path, len(scenes), pixels, valid / max(1, pixels),
+                         wetland / max(1, valid), time.perf_counter() - start, str(device), precision)
+
+
+def _bundle_info(bundle: Bundle | None, path: str | None) -> dict[str, Any]:
+    """Classes, bands and colours, from a loaded bundle or (on the Dask path) read from the file."""
+    if bundle is not None:
+        return {"classes": bundle.classes, "bands": bundle.bands, "colors": bundle.colors}
+    from wetmap.model import read_bundle_info
+
+    return read_bundle_info(path)
+
+
+def _predict_on_cluster(client, bundle_path: str, scenes: list[Scene], grid: Grid, cfg: PredictConfig,
+                        tiles: TileGrid, write) -> None:
+    """Parts of tile rows on the workers (two per worker, for balance); written as they arrive."""
+    from distributed import as_completed
+
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    futures = [client.submit(predict_part, bundle_path, scenes, grid, cfg, a, b, pure=False)
+               for a, b in part_bounds(tiles, 2 * workers)]
+    for future in as_completed(futures):
+        top, labels, pct = future.result()
+        write(top, labels, pct)
+        future.release()
+
+
+def predict_scene(bundle: Bundle | str | Path, image: str | Path, out: str | Path, *, clouds: str | Path | None = None,
+                  **options: Any) -> PredictResult:
+    """One scene on its own grid: `predict_mosaic` with a single image."""
+    return predict_mosaic(bundle, [image], out, clouds=[clouds], **options)

@@ -146,3 +146,18 @@ def dice_qml(label: str = "wetland", field: str = "dice") -> str:
   <featureBlendMode>0</featureBlendMode>
 </qgis>
 """
+
+
+def polygon_qml(rgba: tuple[int, ...]) -> str:
+    """A QGIS vector style: polygons filled in one colour (e.g. wetland green) with a dark outline."""
+    fill = _fill_symbol(0, tuple(rgba[:3])).replace('alpha="0.6"', 'alpha="0.85"')
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.34" styleCategories="Symbology">
+  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0">
+    <symbols>
+{fill}
+    </symbols>
+  </renderer-v2>
+  <layerGeometryType>2</layerGeometryType>
+</qgis>
+"""

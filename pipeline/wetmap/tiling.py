@@ -68,10 +68,14 @@ class TileGrid:
 
     def __iter__(self) -> Iterator[Tile]:
         """Row-major order: rows of tiles top to bottom, so output rows complete in order."""
+        for i in range(self.shape[0]):
+            yield from self.row(i)
+
+    def row(self, i: int) -> list[Tile]:
+        """The tiles of tile row `i`, left to right."""
         h, w = min(self.size, self.height), min(self.size, self.width)
-        for i, r in enumerate(self.row_starts):
-            for j, c in enumerate(self.col_starts):
-                yield Tile(i, j, Window(c, r, w, h))
+        r = self.row_starts[i]
+        return [Tile(i, j, Window(c, r, w, h)) for j, c in enumerate(self.col_starts)]
 
 
 def blocks(width: int, height: int, size: int) -> Iterator[Window]:

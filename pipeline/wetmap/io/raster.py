@@ -7,6 +7,7 @@ or a raster without a CRS is one clear error wherever it is first touched.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.warp
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
@@ -140,6 +142,42 @@ def aligned(src: DatasetReader, grid: Grid, *, nodata: float, resampling: Resamp
         return src
     return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                      resampling=resampling, nodata=nodata, src_nodata=src.nodata)
+
+
+def parse_crs(text: str, name: str = "--crs") -> CRS:
+    try:
+        return CRS.from_user_input(text)
+    except (rasterio.errors.CRSError, ValueError):
+        raise WetmapError(f"not a CRS: '{text}' (try EPSG:32632)", name) from None
+
+
+def mosaic_grid(paths: Sequence[str | Path], crs: CRS | None = None, resolution: float | None = None) -> Grid:
+    """The grid a mosaic of `paths` is written on: the first raster's CRS, pixel size and pixel
+    alignment (or `crs` / `resolution`, then aligned to whole multiples of the pixel size),
+    extended to cover every raster. One raster with no options gives exactly its own grid."""
+    with open_raster(paths[0]) as first:
+        dst_crs = crs or first.crs
+        if resolution is None and dst_crs == first.crs:
+            res = first.res[0]
+        elif resolution is None:
+            default, _, _ = rasterio.warp.calculate_default_transform(first.crs, dst_crs, first.width,
+                                                                     first.height, *first.bounds)
+            res = abs(default.a)
+        else:
+            res = float(resolution)
+        same = dst_crs == first.crs and res == first.res[0]
+        ox, oy = (first.transform.c, first.transform.f) if same else (0.0, 0.0)
+    west, south, east, north = math.inf, math.inf, -math.inf, -math.inf
+    for path in paths:
+        with open_raster(path) as src:
+            w, s, e, n = rasterio.warp.transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
+        west, south, east, north = min(west, w), min(south, s), max(east, e), max(north, n)
+    eps = 1e-6 * res
+    x0 = ox + math.floor((west - ox) / res + eps) * res
+    x1 = ox + math.ceil((east - ox) / res - eps) * res
+    y1 = oy - math.floor((oy - north) / res + eps) * res
+    y0 = oy - math.ceil((oy - south) / res - eps) * res
+    return Grid(dst_crs, Affine(res, 0.0, x0, 0.0, -res, y1), round((x1 - x0) / res), round((y1 - y0) / res))
 
 
 def _fmt(bounds: Sequence[float]) -> str:

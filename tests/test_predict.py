@@ -1,0 +1,140 @@
+"""Multi-scene cloud-aware mosaics, output grids, polygons, Dask prediction and failure safety."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+
+from wetmap.cluster import dask_client
+from wetmap.config import PredictConfig
+from wetmap.io.raster import Grid, write_raster
+from wetmap.model import Bundle
+from wetmap.predict import predict_mosaic
+
+from conftest import run_cli
+
+BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
+UTM = CRS.from_epsg(32632)
+CFG = PredictConfig(tile_size=64, overlap=16, batch_size=4, device="cpu", precision="fp32")
+
+
+def pointwise_bundle() -> Bundle:
+    """logit = 0.1 * (B02 - 1000) / 100: each pixel's output depends on that pixel alone."""
+    net = torch.nn.Conv2d(6, 1, 1)
+    torch.nn.init.zeros_(net.weight)
+    torch.nn.init.zeros_(net.bias)
+    with torch.no_grad():
+        net.weight[0, 0] = 0.1
+    return Bundle(net.eval(), BANDS, ["other", "wetland"], np.full(6, 1000.0), np.full(6, 100.0),
+                  {0: (236, 229, 206, 255), 1: (31, 138, 112, 255)})
+
+
+def p_wetland(b02: float) -> float:
+    return float(1 / (1 + np.exp(-0.1 * (b02 - 1000) / 100)))
+
+
+def scene(folder: Path, name: str, x0: float, b02: np.ndarray, cloud_cols: tuple[int, int]) -> tuple[Path, Path]:
+    """A 6-band scene (B02 as given, others flat) and a 0/1 cloud mask over a band of columns."""
+    h, w = b02.shape
+    grid = Grid(UTM, Affine(10, 0, x0, 0, -10, 5_900_000), w, h)
+    bands = np.repeat(b02[None].astype(np.uint16), 6, 0)
+    write_raster(folder / f"{name}.tif", bands, grid, nodata=0, descriptions=BANDS)
+    cloud = np.zeros((h, w), np.uint8)
+    cloud[:, cloud_cols[0]:cloud_cols[1]] = 1
+    write_raster(folder / f"{name}_cloud.tif", cloud, grid, nodata=None)
+    return folder / f"{name}.tif", folder / f"{name}_cloud.tif"
+
+
+def test_two_scene_mosaic_takes_the_clear_scene_and_blends_by_confidence(tmp_path: Path) -> None:
+    """Scene X (cols 0-199, cloud 100-159) and Y (shifted 40 px east, cloud at mosaic cols 130-199)."""
+    x_img, x_cloud = scene(tmp_path, "x", 600_000, np.full((90, 200), 1500), (100, 160))
+    y_img, y_cloud = scene(tmp_path, "y", 600_400, np.full((90, 200), 800), (90, 160))
+    out = tmp_path / "mosaic.tif"
+    result = predict_mosaic(pointwise_bundle(), [x_img, y_img], out, clouds=[x_cloud, y_cloud], cfg=CFG,
+                            probabilities=True)
+    with rasterio.open(out.with_name("mosaic_probability.tif")) as src:
+        prob = src.read(1).astype(int)
+        assert src.width == 240 and src.transform.c == 600_000, "the first scene's grid, over both scenes"
+    px, py = p_wetland(1500), p_wetland(800)
+    cx, cy = (max(px, 1 - px) - 0.5) * 2 + 1e-3, (max(py, 1 - py) - 0.5) * 2 + 1e-3
+    blend = (cx * px + cy * py) / (cx + cy)
+    expect = {(0, 40): px, (40, 100): blend, (100, 130): py, (160, 200): px, (200, 240): py}
+    for (a, b), p in expect.items():
+        assert (prob[:, a:b] == round(100 * p)).all(), (a, b, np.unique(prob[:, a:b]), round(100 * p))
+    assert (prob[:, 130:160] == 255).all(), "cloudy in every scene: no data"
+    assert result.scenes == 2 and 0.85 < result.valid_fraction < 0.9
+
+
+def test_output_crs_and_resolution(tmp_path: Path) -> None:
+    x_img, _ = scene(tmp_path, "x", 600_000, np.full((90, 200), 1500), (0, 0))
+    out = tmp_path / "laea.tif"
+    predict_mosaic(pointwise_bundle(), [x_img], out, cfg=CFG, crs=CRS.from_epsg(3035), resolution=20.0)
+    with rasterio.open(out) as src:
+        assert src.crs == CRS.from_epsg(3035) and src.res == (20.0, 20.0)
+        assert src.transform.c % 20 == 0 and src.transform.f % 20 == 0, "aligned to whole pixels"
+        classes = src.read(1)
+    assert (classes == 1).sum() > 0.9 * (90 * 200 / 4), "the scene's area, predicted wetland"
+
+
+def test_vectorize_writes_wetland_polygons_with_areas(tmp_path: Path) -> None:
+    b02 = np.full((100, 120), 500)
+    b02[10:40, 20:40] = 1800        # 600 px = 6 ha of wetland
+    b02[70:73, 90:93] = 1800        # 9 px = 0.09 ha, below --min-area
+    img, _ = scene(tmp_path, "v", 600_000, b02, (0, 0))
+    out = tmp_path / "v_pred.tif"
+    result = predict_mosaic(pointwise_bundle(), [img], out, cfg=CFG, vectorize=True, min_area_ha=0.5)
+    polygons = gpd.read_file(result.vectors)
+    assert list(polygons["area_ha"]) == [pytest.approx(6.0)]
+    assert polygons.crs == UTM and polygons.geometry.iloc[0].bounds == (600_200, 5_899_600, 600_400, 5_899_900)
+    assert result.vectors.with_suffix(".qml").exists()
+
+
+def test_failed_run_leaves_no_output(tmp_path: Path) -> None:
+    """A run that dies mid-way (here: the model fails on the third batch) leaves nothing behind."""
+    img, _ = scene(tmp_path, "f", 600_000, np.full((200, 200), 1500), (0, 0))
+    bundle = pointwise_bundle()
+    inner, calls = bundle.model, []
+
+    def failing(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return inner(x)
+
+    bundle.model = failing  # type: ignore[assignment]
+    bundle.model.to = lambda *a, **k: bundle.model  # type: ignore[attr-defined]
+    bundle.model.eval = lambda: bundle.model  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="killed"):
+        predict_mosaic(bundle, [img], tmp_path / "out" / "p.tif", cfg=CFG, probabilities=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_two_dask_workers_predict_the_same_bytes_as_one_process(bundle_path: Path, sample, tmp_path: Path) -> None:
+    cfg = PredictConfig(tile_size=64, overlap=16, batch_size=3, device="cpu")
+    local = predict_mosaic(bundle_path, [sample.scene_a, sample.scene_b], tmp_path / "one.tif",
+                           clouds=[sample.scene_a_scl, sample.scene_b_scl], cfg=cfg, probabilities=True)
+    with dask_client(workers=2) as client:
+        spread = predict_mosaic(bundle_path, [sample.scene_a, sample.scene_b], tmp_path / "two.tif",
+                                clouds=[sample.scene_a_scl, sample.scene_b_scl], cfg=cfg, probabilities=True,
+                                client=client)
+    for a, b in ((local.classes, spread.classes), (local.probabilities, spread.probabilities)):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            assert np.array_equal(x.read(), y.read()) and x.transform == y.transform
+    assert local.valid_fraction == spread.valid_fraction
+
+
+def test_cli_mosaic_needs_one_mask_per_scene(monkeypatch, capsys, bundle_path: Path, sample, tmp_path: Path) -> None:
+    code = run_cli(["predict", bundle_path, sample.scene_a, sample.scene_b, "--clouds", sample.scene_a_scl,
+                    "-o", tmp_path / "m.tif"], monkeypatch)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "1 cloud masks for 2 scenes" in err[0]
+    assert not (tmp_path / "m.tif").exists()
+    code = run_cli(["predict", bundle_path, sample.scene_a, "--crs", "EPSG:nope", "-o", tmp_path / "m.tif"], monkeypatch)
+    assert code == 2 and "not a CRS" in capsys.readouterr().err
