@@ -17,8 +17,9 @@ demo: $(STAMP)
 	$(BIN)/wetmap sample $(DEMO) --size 1024 --seed 0 --overwrite
 	$(BIN)/wetmap tile --config configs/tile.yaml -o $(DEMO)/chips --overwrite
 	$(BIN)/wetmap train --config configs/train.yaml --overwrite
-	$(BIN)/wetmap predict runs/demo/model.pt $(DEMO)/scene_a.tif --clouds $(DEMO)/scene_a_scl.tif \
-		-o $(OUT)/wetlands.tif --probabilities --overwrite
+	$(BIN)/wetmap predict runs/demo/model.pt $(DEMO)/scene_a.tif $(DEMO)/scene_b.tif \
+		--clouds $(DEMO)/scene_a_scl.tif --clouds $(DEMO)/scene_b_scl.tif \
+		-o $(OUT)/wetlands.tif --probabilities --vectorize --min-area 0.1 --overwrite
 	$(BIN)/wetmap evaluate $(OUT)/wetlands.tif $(DEMO)/labels.tif --regions $(DEMO)/regions.gpkg \
 		-o $(OUT)/report --overwrite
 

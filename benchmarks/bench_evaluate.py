@@ -94,8 +94,8 @@ def main() -> None:
         for r in range(args.repeats):
             reads.append(read_both(paths))
             counts.append(timed(lambda: tally(paths["pred"], paths["truth"], paths["regions"])))
-            reports.append(timed(lambda: evaluate(paths["pred"], paths["truth"], paths["regions"],
-                                                  folder / f"report{r}")))
+            reports.append(timed(lambda out=folder / f"report{r}": evaluate(paths["pred"], paths["truth"],
+                                                                             paths["regions"], out)))
         read_s, count_s, report_s = (statistics.median(v) for v in (reads, counts, reports))
     print(f"{args.size}^2 prediction + truth, 9 regions (EPSG:4326), median of {args.repeats}")
     print(f"read both rasters once (rasterio blocks): {read_s:.2f} s")

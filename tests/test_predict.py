@@ -138,3 +138,18 @@ def test_cli_mosaic_needs_one_mask_per_scene(monkeypatch, capsys, bundle_path: P
     assert not (tmp_path / "m.tif").exists()
     code = run_cli(["predict", bundle_path, sample.scene_a, "--crs", "EPSG:nope", "-o", tmp_path / "m.tif"], monkeypatch)
     assert code == 2 and "not a CRS" in capsys.readouterr().err
+
+
+def test_strip_reader_serves_exactly_the_pixels_of_each_window(tmp_path: Path) -> None:
+    from wetmap.io.raster import StripReader, read_window
+    from wetmap.tiling import TileGrid
+
+    rng = np.random.default_rng(5)
+    grid = Grid(UTM, Affine(10, 0, 600_000, 0, -10, 5_900_000), 301, 283)   # not a multiple of the blocks
+    write_raster(tmp_path / "r.tif", rng.integers(1, 9999, (3, 283, 301)).astype(np.uint16), grid, nodata=0,
+                 blocksize=64)
+    with rasterio.open(tmp_path / "r.tif") as src:
+        reader = StripReader(src, [3, 1])
+        for tile in TileGrid(301, 283, 100, 30):
+            assert np.array_equal(reader.read(tile.window), read_window(src, tile.window, [3, 1]))
+        assert len(reader.strips) <= 3, "only the strips the last window touched are kept"

@@ -26,15 +26,22 @@ from wetmap.tiling import TileGrid
 
 
 def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
-              valid: np.ndarray | torch.Tensor | None = None) -> np.ndarray | torch.Tensor:
+              valid: np.ndarray | torch.Tensor | None = None, inplace: bool = False) -> np.ndarray | torch.Tensor:
     """(…,C,H,W) raw band values to zero-mean unit-variance input; unusable pixels become 0.
 
     Setting no-data / cloud pixels to the band mean keeps their extreme values (0, bright cloud)
-    from leaking into the features of their clear neighbours.
+    from leaking into the features of their clear neighbours. `inplace` (float32 tensors only)
+    reuses the input's memory: prediction owns its batches, and three fewer full-size temporaries
+    per batch is a visible share of the data path.
     """
     if isinstance(raw, torch.Tensor):
         m = torch.as_tensor(mean, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
         s = torch.as_tensor(std, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
+        if inplace and raw.dtype == torch.float32:
+            x = raw.sub_(m).div_(s)
+            if valid is not None and not bool(valid.all()):   # most tiles are clear throughout
+                x.mul_(valid.unsqueeze(-3))
+            return x
         x = (raw.float() - m) / s
         if valid is not None:
             x = x * valid.unsqueeze(-3).to(x.dtype)

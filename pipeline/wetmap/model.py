@@ -80,16 +80,21 @@ class Bundle:
     def binary(self) -> bool:
         return len(self.classes) == 2
 
-    def normalize(self, x: torch.Tensor | np.ndarray, valid: Any = None) -> torch.Tensor | np.ndarray:
+    def normalize(self, x: torch.Tensor | np.ndarray, valid: Any = None, inplace: bool = False) -> torch.Tensor | np.ndarray:
         """Raw band values (…,bands,H,W) to the model's input scale."""
-        return normalize(x, self.mean, self.std, valid)
+        return normalize(x, self.mean, self.std, valid, inplace)
+
+    @property
+    def channels(self) -> int:
+        """Probability channels prediction carries: 1 (the positive class) for binary models."""
+        return 1 if self.binary else len(self.classes)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """(N,K,H,W) class probabilities from the network's logits (K = number of classes)."""
+        """(N,channels,H,W) from the network's logits: softmax over K classes, or for a binary
+        model only P(class 1), half the memory and blending work of carrying 1 - p along."""
         logits = logits.float()
         if self.binary:
-            p = torch.sigmoid(logits[:, :1])
-            return torch.cat([1 - p, p], 1)
+            return torch.sigmoid(logits[:, :1])
         return torch.softmax(logits, 1)
 
 

@@ -99,8 +99,11 @@ class StripAccumulator:
 
 def open_strip_writer(path: Path, grid: Grid, dtype: str, description: str,
                       colormap: dict[int, tuple[int, ...]] | None, tags: dict[str, str]) -> rasterio.io.DatasetWriter:
-    """A tiled GeoTIFF to receive strips; converted to a COG once complete."""
-    dst = rasterio.open(path, "w", **tiled_profile(grid, 1, dtype, NODATA, blocksize=512))
+    """A tiled, uncompressed GeoTIFF to receive strips; the COG conversion compresses it once
+    (compressing here as well took longer than reading, blending and writing together)."""
+    profile = {k: v for k, v in tiled_profile(grid, 1, dtype, NODATA, blocksize=512).items()
+               if k not in ("compress", "predictor")}
+    dst = rasterio.open(path, "w", **profile)
     dst.set_band_description(1, description)
     if colormap:
         dst.write_colormap(1, colormap)
@@ -127,20 +130,29 @@ def to_cog(src_path: Path, dst_path: Path, resampling: str) -> None:
                          BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
 
 
+def confidence(probs: np.ndarray) -> np.ndarray:
+    """How far each pixel's prediction is from a uniform guess: 0 (uniform) .. 1 (certain).
+
+    probs: (K,h,w) class probabilities, or (1,h,w) P(positive) of a binary model.
+    """
+    if probs.shape[0] == 1:
+        return np.abs(2 * probs[0] - 1)
+    k = probs.shape[0]
+    return (probs.max(0) - 1.0 / k) * (k / (k - 1))
+
+
 def combine_scenes(probs: list[np.ndarray], valids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """One tile's probabilities from several scenes: where one scene is clear it decides; where
-    several are, they are blended by confidence (how far each is from a uniform guess).
+    several are, they are blended by confidence.
 
-    probs: per scene (K,h,w); valids: per scene (h,w). Pixels clear in no scene stay invalid.
+    probs: per scene (channels,h,w); valids: per scene (h,w). Pixels clear in no scene stay invalid.
     """
     if len(probs) == 1:
         return probs[0], valids[0]
-    k = probs[0].shape[0]
     num = np.zeros_like(probs[0])
     den = np.zeros(probs[0].shape[1:], np.float32)
     for p, ok in zip(probs, valids):
-        confidence = (p.max(0) - 1.0 / k) * (k / (k - 1)) + 1e-3   # 0 (uniform) .. 1 (certain)
-        w = np.where(ok, confidence, 0.0).astype(np.float32)
+        w = np.where(ok, confidence(p) + 1e-3, 0.0).astype(np.float32)
         num += p * w
         den += w
     valid = np.logical_or.reduce(valids)
@@ -148,10 +160,15 @@ def combine_scenes(probs: list[np.ndarray], valids: list[np.ndarray]) -> tuple[n
 
 
 def class_labels(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """uint8 classes (argmax; binary: wetland where p > 0.5), 255 where not valid."""
-    labels = probs.argmax(0).astype(np.uint8)
+    """uint8 classes (argmax; binary (1,h,w): 1 where P > 0.5), 255 where not valid."""
+    labels = (probs[0] > 0.5).astype(np.uint8) if probs.shape[0] == 1 else probs.argmax(0).astype(np.uint8)
     labels[~valid] = NODATA
     return labels
+
+
+def class_probability(probs: np.ndarray, c: int) -> np.ndarray:
+    """P(class c) from (K,h,w) probabilities, or from a binary model's (1,h,w) P(class 1)."""
+    return probs[0] if probs.shape[0] == 1 else probs[c]
 
 
 def percent(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -26,8 +26,6 @@ import rasterio
 import torch
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.io import DatasetReader
-from rasterio.vrt import WarpedVRT
 
 from wetmap.cloud import CloudMask, nodata_valid
 from wetmap.config import CloudConfig, PredictConfig
@@ -35,13 +33,13 @@ from wetmap.errors import WetmapError
 from wetmap.io.raster import (
     GDAL_ENV,
     Grid,
+    StripReader,
     aligned,
     atomic_output,
     band_indexes,
     check_writable,
     mosaic_grid,
     open_raster,
-    read_window,
     scratch_file,
 )
 from wetmap.io.readahead import read_ahead
@@ -50,6 +48,7 @@ from wetmap.mosaic import (
     NODATA,
     StripAccumulator,
     class_labels,
+    class_probability,
     combine_scenes,
     open_strip_writer,
     percent,
@@ -108,14 +107,22 @@ class TilePredictor:
 
     @torch.inference_mode()
     def __call__(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(N,channels,H,W) probabilities (see Bundle.probabilities) of raw (N,C,H,W) float32 bands;
+        on the CPU `raw` is normalised in place (callers hand over batches they no longer need)."""
         x = torch.from_numpy(raw).to(self.device, non_blocking=True)
         ok = torch.from_numpy(valid).to(self.device, non_blocking=True)
-        x = self.bundle.normalize(x, ok)
+        x = self.bundle.normalize(x, ok, inplace=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             logits = self.model(x)
         return self.bundle.probabilities(logits).cpu().numpy()
+
+
+# Strips hold many blocks: GDAL decodes them on every core while the model waits for the batch.
+# StripReader keeps what is read, so GDAL's own cache only buffers writes: a small one keeps
+# memory from growing with the scene's width.
+READ_ENV = {**GDAL_ENV, "GDAL_CACHEMAX": 64, "GDAL_NUM_THREADS": "ALL_CPUS"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,7 @@ class SceneStack:
 
     def __init__(self, scenes: Sequence[Scene], grid: Grid, bands: Sequence[str], cloud: CloudConfig) -> None:
         self._open: list = []
-        self.layers: list[tuple[DatasetReader | WarpedVRT, list[int], CloudMask | None]] = []
+        self.layers: list[tuple[StripReader, float | None, CloudMask | None]] = []
         try:
             for scene in scenes:
                 src = open_raster(scene.image)
@@ -148,16 +155,16 @@ class SceneStack:
                 mask = CloudMask(scene.clouds, grid, cloud, image_name=scene.image) if scene.clouds else None
                 if mask is not None:
                     self._open.append(mask)
-                self.layers.append((view, indexes, mask))
+                self.layers.append((StripReader(view, indexes), view.nodata, mask))
         except BaseException:
             self.close()
             raise
 
     def read(self, tile: Tile) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for view, indexes, mask in self.layers:
-            raw = read_window(view, tile.window, indexes).astype(np.float32)
-            ok = nodata_valid(raw, view.nodata)
+        for reader, nodata, mask in self.layers:
+            raw = reader.read(tile.window).astype(np.float32)
+            ok = nodata_valid(raw, nodata)
             if mask is not None:
                 ok &= mask.valid(tile.window)
             out.append((raw, ok))
@@ -171,13 +178,13 @@ class SceneStack:
 
 def predict_strips(predictor: TilePredictor, stack: SceneStack, tiles: TileGrid, first: int, stop: int,
                    cfg: PredictConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(row offset, probabilities (K,h,W), valid (h,W)) for each strip of rows that became final
+    """(row offset, probabilities (channels,h,W), valid (h,W)) for each strip of rows that became final
     while tile rows first..stop-1 were predicted.
 
     Batches never cross a tile row, so a tile's batch (and so its exact output) does not depend
     on where a part of the scene starts.
     """
-    acc = StripAccumulator(tiles, len(predictor.bundle.classes), min(8, cfg.overlap // 4), first_row=first)
+    acc = StripAccumulator(tiles, predictor.bundle.channels, min(8, cfg.overlap // 4), first_row=first)
     last_col = tiles.shape[1] - 1
     wanted = (tile for i in range(first, stop) for tile in tiles.row(i))
     pending: list[tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]] = []
@@ -199,7 +206,7 @@ def _run_batch(batch: list[tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]], pr
             group = [i for i in live if batch[i][1][s][0].shape == shape]
             out = predictor(np.stack([batch[i][1][s][0] for i in group]), np.stack([batch[i][1][s][1] for i in group]))
             probs[s].update(zip(group, out))
-    k = len(predictor.bundle.classes)
+    k = predictor.bundle.channels
     for i, (tile, reads) in enumerate(batch):
         scenes = [s for s in range(n_scenes) if i in probs[s]]
         if scenes:
@@ -253,7 +260,7 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
     classes = np.full((bottom - top, grid.width), NODATA, np.uint8)
     prob = np.full((bottom - top, grid.width), NODATA, np.uint8)
     wet = wetland_index(predictor.bundle.classes)
-    with rasterio.Env(**GDAL_ENV):
+    with rasterio.Env(**READ_ENV):
         stack = SceneStack(scenes, grid, predictor.bundle.bands, cfg.cloud)
         try:
             for row, strip, valid in predict_strips(predictor, stack, tiles, max(0, first - 1), stop, cfg):
@@ -261,7 +268,7 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
                 if lo < hi:
                     part = slice(lo - row, hi - row)
                     classes[lo - top:hi - top] = class_labels(strip[:, part], valid[part])
-                    prob[lo - top:hi - top] = percent(strip[wet, part], valid[part])
+                    prob[lo - top:hi - top] = percent(class_probability(strip[:, part], wet), valid[part])
         finally:
             stack.close()
     return top, classes, prob
@@ -311,7 +318,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     counts = np.zeros(3, np.int64)  # pixels, valid, wetland
     wet = wetland_index(info["classes"])
     precision = "fp32"
-    with rasterio.Env(**GDAL_ENV), scratch_file(out, ".strips.tif") as cls_tmp, \
+    with rasterio.Env(**READ_ENV), scratch_file(out, ".strips.tif") as cls_tmp, \
             scratch_file(out, ".pstrips.tif") as prob_tmp:
         cls_dst = open_strip_writer(cls_tmp, grid, "uint8", f"{info['classes'][wet]} class", info["colors"], tags)
         prob_dst = (open_strip_writer(prob_tmp, grid, "uint8", f"{info['classes'][wet]} probability (%)", None, tags)
@@ -332,7 +339,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
                 stack = SceneStack(scenes, grid, bundle.bands, cfg.cloud)
                 try:
                     for row, strip, valid in predict_strips(predictor, stack, tiles, 0, tiles.shape[0], cfg):
-                        write(row, class_labels(strip, valid), percent(strip[wet], valid))
+                        write(row, class_labels(strip, valid), percent(class_probability(strip, wet), valid))
                 finally:
                     stack.close()
             else:

@@ -1,0 +1,162 @@
+"""`wetmap predict`: compute hidden behind I/O, data-path speed and memory, in one run.
+
+On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (default 8192; tiles 256, overlap 64):
+  (a) end to end with a ResNet-18 U-Net (TorchGeo, random weights: timing does not depend on
+      them) vs the model alone on the same number of tiles, inputs already in memory
+      (target <= 1.05x: reads, blending and writes hidden behind compute);
+  (b) the data path alone, with a 1x1-convolution model (read, tile, blend, write the COG), vs
+      rioxarray + Dask reading the same file (target >= 0.8x) and vs TorchGeo's RasterDataset +
+      GridGeoSampler + DataLoader over the same tiles (target >= 1.5x);
+  (c) peak RSS of the data path on 16384^2 vs 4096^2, each in a fresh process (target <= 1.3x).
+Where CUDA is available, (a) runs on the GPU with AMP too and prints pixels/s.
+
+    .venv/bin/python benchmarks/bench_predict.py [--size 8192] [--skip-memory] [--skip-model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_tile import make_inputs
+from wetmap.config import ModelConfig, PredictConfig
+from wetmap.model import Bundle, build_network
+from wetmap.predict import TilePredictor, predict_mosaic, resolve_device
+from wetmap.tiling import TileGrid
+
+BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
+CFG = {"tile_size": 256, "overlap": 64, "batch_size": 8}
+
+
+def bundle(network: torch.nn.Module) -> Bundle:
+    return Bundle(network.eval(), BANDS, ["other", "wetland"], np.full(6, 2000.0), np.full(6, 800.0),
+                  {0: (236, 229, 206, 255), 1: (31, 138, 112, 255)})
+
+
+def unet() -> Bundle:
+    torch.manual_seed(0)
+    return bundle(build_network(ModelConfig(arch="unet", backbone="resnet18"), 6))
+
+
+def pointwise() -> Bundle:
+    """The cheapest real model: one 1x1 convolution, so the run measures the data path."""
+    torch.manual_seed(0)
+    return bundle(torch.nn.Conv2d(6, 1, 1))
+
+
+def run_predict(b: Bundle, image: Path, out: Path, device: str = "cpu") -> float:
+    start = time.perf_counter()
+    predict_mosaic(b, [image], out, cfg=PredictConfig(**CFG, device=device), probabilities=True, overwrite=True)
+    return time.perf_counter() - start
+
+
+def model_only(b: Bundle, size: int, device: str = "cpu") -> float:
+    """Seconds for the model on as many tiles as the scene has, inputs already in memory."""
+    tiles = len(TileGrid(size, size, CFG["tile_size"], CFG["overlap"]))
+    predictor = TilePredictor(b, resolve_device(device))
+    rng = np.random.default_rng(0)
+    raw = rng.integers(500, 4000, (CFG["batch_size"], 6, CFG["tile_size"], CFG["tile_size"])).astype(np.float32)
+    valid = np.ones((CFG["batch_size"], CFG["tile_size"], CFG["tile_size"]), bool)
+    predictor(raw.copy(), valid)  # warm-up (allocator, oneDNN / cuDNN kernels)
+    start = time.perf_counter()
+    for _ in range(0, tiles, CFG["batch_size"]):
+        predictor(raw.copy(), valid)  # a fresh batch each time, as reading gives (it is normalised in place)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def rioxarray_read(image: Path) -> float:
+    import rioxarray
+
+    start = time.perf_counter()
+    with rioxarray.open_rasterio(image, chunks={"band": -1, "y": 1024, "x": 1024}, lock=False) as da:
+        da.data.sum(dtype="uint64").compute()
+    return time.perf_counter() - start
+
+
+def torchgeo_loader(image: Path) -> float:
+    """TorchGeo's own way through the same tiles: RasterDataset + GridGeoSampler + DataLoader."""
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import RasterDataset, stack_samples
+    from torchgeo.samplers import GridGeoSampler
+
+    class Scene(RasterDataset):
+        filename_glob = image.name
+        is_image = True
+
+    dataset = Scene(paths=str(image.parent))
+    sampler = GridGeoSampler(dataset, size=CFG["tile_size"], stride=CFG["tile_size"] - CFG["overlap"])
+    loader = DataLoader(dataset, sampler=sampler, batch_size=CFG["batch_size"], collate_fn=stack_samples)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return time.perf_counter() - start
+
+
+def child_rss(image: Path, out: Path) -> None:
+    """(In a fresh process) run the data path once and print its peak RSS in MB."""
+    run_predict(pointwise(), image, out)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def peak_rss(folder: Path, size: int) -> float:
+    image = make_inputs(folder, size)["image"]
+    done = subprocess.run([sys.executable, __file__, "--child", str(image), str(folder / f"rss_{size}.tif")],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=8192)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_rss(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        image = make_inputs(folder, args.size)["image"]
+        mpx = args.size * args.size / 1e6
+        print(f"{args.size}^2 x 6 uint16 scene, tiles {CFG['tile_size']} overlap {CFG['overlap']}, "
+              f"{torch.get_num_threads()} CPU threads")
+        rio_s = rioxarray_read(image)
+        tg_s = torchgeo_loader(image)
+        data_s = run_predict(pointwise(), image, folder / "identity.tif")
+        print(f"(b) data path (1x1 conv, read + blend + COG): {data_s:.1f} s = {mpx / data_s:.1f} Mpx/s")
+        print(f"    rioxarray + Dask read:                   {rio_s:.1f} s = {mpx / rio_s:.1f} Mpx/s"
+              f"  -> ratio {rio_s / data_s:.2f} (target >= 0.8)")
+        print(f"    TorchGeo RasterDataset + GridGeoSampler: {tg_s:.1f} s = {mpx / tg_s:.1f} Mpx/s"
+              f"  -> ratio {tg_s / data_s:.2f} (target >= 1.5)")
+        if not args.skip_model:
+            devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+            for device in devices:
+                net = unet()
+                compute_s = model_only(net, args.size, device)
+                e2e_s = run_predict(net, image, folder / f"unet_{device}.tif", device)
+                print(f"(a) {device}: U-Net end to end {e2e_s:.1f} s ({mpx / e2e_s:.2f} Mpx/s), model alone "
+                      f"{compute_s:.1f} s -> ratio {e2e_s / compute_s:.3f} (target <= 1.05)")
+            if not torch.cuda.is_available():
+                print("    no CUDA GPU here: the GPU figures need a machine with one")
+    if not args.skip_memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            small = peak_rss(Path(tmp), 4096)
+        with tempfile.TemporaryDirectory() as tmp:
+            large = peak_rss(Path(tmp), 16384)
+        print(f"(c) peak RSS: 4096^2 {small:.0f} MB, 16384^2 {large:.0f} MB -> ratio {large / small:.2f} (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
