@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -104,9 +103,15 @@ def torchgeo_loader(image: Path) -> float:
 
 
 def child_rss(image: Path, out: Path) -> None:
-    """(In a fresh process) run the data path once and print its peak RSS in MB."""
+    """(In a fresh process) run the data path once and print its peak RSS in MB.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child started by
+    a big parent would report the parent's size.
+    """
     run_predict(pointwise(), image, out)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    status = Path("/proc/self/status").read_text()
+    hwm_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+    print(json.dumps({"peak_rss_mb": hwm_kb / 1024}))
 
 
 def peak_rss(folder: Path, size: int) -> float:

@@ -1,31 +1,58 @@
-"""The scheduling script maps a scene end to end and passes bad input through as exit code 2."""
+"""The scheduling files run real jobs: systemd and cron call `wetmap run` on a job that exists,
+and the Prefect flow (when the `prefect` extra is installed) runs a job end to end."""
 
-import os
-import subprocess
-import sys
+from __future__ import annotations
+
+import configparser
+import shlex
 from pathlib import Path
 
-import json
+import pytest
+import yaml
 
-SCRIPT = Path(__file__).resolve().parents[1] / "workflows" / "map_scene.sh"
+from wetmap import config
 
+from test_jobs import write_job
 
-def run(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WETMAP": str(Path(sys.executable).with_name("wetmap"))}
-    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env)
-
-
-def test_map_scene_writes_map_and_report(bundle_path, sample, tmp_path: Path) -> None:
-    out = tmp_path / "maps"
-    result = run([bundle_path, sample.scene_a, sample.scene_a_scl, sample.labels, sample.regions, out], tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert (out / "wetlands.tif").exists() and (out / "wetlands.qml").exists()
-    report = json.loads((out / "report" / "report.json").read_text())
-    assert len(report["regions"]) >= 4
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_map_scene_bad_input_exits_2(bundle_path, sample, tmp_path: Path) -> None:
-    result = run([bundle_path, tmp_path / "missing.tif", sample.scene_a_scl, sample.labels, sample.regions,
-                  tmp_path / "maps"], tmp_path)
-    assert result.returncode == 2
-    assert "missing.tif: file not found" in result.stderr
+@pytest.mark.parametrize("job", sorted((ROOT / "configs" / "jobs").glob("*.yaml")), ids=lambda p: p.name)
+def test_job_configs_are_valid(job: Path) -> None:
+    config.load(config.JobConfig, job)
+
+
+def test_systemd_units_run_a_job_config_on_a_timer() -> None:
+    service = configparser.ConfigParser(interpolation=None, strict=False)
+    service.read(ROOT / "workflows" / "systemd" / "wetmap-job@.service")
+    command = shlex.split(service["Service"]["ExecStart"])
+    assert command[1:] == ["run", "configs/jobs/%i.yaml"] and command[0].endswith("/.venv/bin/wetmap")
+    assert service["Service"]["Type"] == "oneshot"
+    timer = configparser.ConfigParser(interpolation=None, strict=False)
+    timer.read(ROOT / "workflows" / "systemd" / "wetmap-job@.timer")
+    assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == "timers.target"
+
+
+def test_cron_line_runs_an_existing_job() -> None:
+    lines = [ln for ln in (ROOT / "workflows" / "crontab.example").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert len(lines) == 1
+    fields = lines[0].split(None, 5)
+    command = shlex.split(fields[5].split("&&", 1)[1].split(">>")[0])
+    assert command[:2] == [".venv/bin/wetmap", "run"] and (ROOT / command[2]).exists()
+
+
+def test_prefect_flow_runs_a_job(sample, bundle_path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("prefect")
+    import importlib.util
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    spec = importlib.util.spec_from_file_location("prefect_flow", ROOT / "workflows" / "prefect_flow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    job = write_job(tmp_path, sample, bundle_path, tmp_path / "out")
+    first, = module.map_regions([str(job)])
+    again, = module.map_regions([str(job)])
+    assert first["status"] == "done" and again["status"] == "up to date"
+    assert yaml.safe_load(job.read_text())["name"] in first["run_dir"]

@@ -213,6 +213,35 @@ def evaluate(pred: Path, truth: Path, regions: Path, output: Path, clouds: Path 
                   f"regions.gpkg styled by Dice for QGIS)")
 
 
+@cli.command("run")
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option("--wait", is_flag=True, help="If the job is already running, wait for it instead of exiting.")
+@click.option("--force", is_flag=True, help="Run even if the latest results are up to date.")
+def run_command(job: Path, wait: bool, force: bool) -> None:
+    """Run a regional mapping job (configs/jobs/<region>.yaml): predict, clip, evaluate.
+
+    Exit codes for schedulers: 0 done or up to date, 1 failed or already running, 2 bad input.
+    """
+    from wetmap.jobs import JobBusy, run_job
+
+    try:
+        result = run_job(job, wait=wait, force=force)
+    except JobBusy as exc:
+        click.echo(f"wetmap: {job}: {exc}", err=True)
+        sys.exit(1)
+    except WetmapError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a scheduler needs exit 1 and one line; the log has the traceback
+        click.echo(f"wetmap: {job}: job failed: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
+        sys.exit(1)
+    if result.status == "up to date":
+        console.print(f"up to date: {result.run_dir}")
+        return
+    metrics = result.manifest["metrics"]
+    dice = f", micro Dice {metrics['dice_micro']:.3f}" if metrics.get("dice_micro") is not None else ""
+    console.print(f"done: {result.run_dir} ({metrics['valid_fraction']:.0%} clear{dice})")
+
+
 def main() -> None:
     """Entry point: one-line errors with exit code 2 for bad input; tracebacks only for bugs."""
     from rasterio.errors import RasterioError

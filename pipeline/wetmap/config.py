@@ -136,6 +136,46 @@ class EvaluateConfig(Strict):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
 
+class RegionSpec(Strict):
+    """The area a job maps: polygons of a vector file (optionally some features), or a box."""
+
+    file: str | None = None
+    field: str | None = None            # attribute that names the features (default: name / region / id)
+    values: list[str] | None = None     # keep only features whose `field` is one of these
+    bounds: tuple[float, float, float, float] | None = None   # west, south, east, north
+    crs: str | None = None              # of `bounds`
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RegionSpec:
+        if (self.file is None) == (self.bounds is None):
+            raise ValueError("give region.file (polygons) or region.bounds + region.crs")
+        if self.bounds is not None and self.crs is None:
+            raise ValueError("region.bounds needs region.crs")
+        return self
+
+
+class ScenesSpec(Strict):
+    """Input scenes: paths or glob patterns (sorted), and where each scene's cloud mask is."""
+
+    images: list[str] = Field(min_length=1)
+    clouds: str | None = None   # beside each image, from its name: "{stem}_scl.tif"
+
+
+class JobConfig(Strict):
+    """A scheduled regional mapping job (configs/jobs/<region>.yaml)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    region: RegionSpec
+    scenes: ScenesSpec
+    model: str
+    reference: str | None = None
+    output_root: str
+    vectorize: bool = True
+    min_area_ha: float = Field(0.0, ge=0)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from wetmap.cloud import CloudMask, nodata_valid
 from wetmap.config import CloudConfig, PredictConfig
@@ -43,6 +45,7 @@ from wetmap.io.raster import (
     scratch_file,
 )
 from wetmap.io.readahead import read_ahead
+from wetmap.io.vector import burn
 from wetmap.model import Bundle
 from wetmap.mosaic import (
     NODATA,
@@ -281,10 +284,11 @@ def wetland_index(classes: Sequence[str]) -> int:
 def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], out: str | Path, *,
                    clouds: Sequence[str | Path | None] | None = None, cfg: PredictConfig | None = None,
                    probabilities: bool = False, vectorize: bool = False, min_area_ha: float = 0.0,
-                   crs: CRS | None = None, resolution: float | None = None, client: object | None = None,
-                   overwrite: bool = False) -> PredictResult:
+                   crs: CRS | None = None, resolution: float | None = None, region: gpd.GeoSeries | None = None,
+                   client: object | None = None, overwrite: bool = False) -> PredictResult:
     """Predict one or several scenes into one class COG (optionally a probability COG and wetland
-    polygons), each beside a QGIS style. `clouds` gives one mask (or None) per image.
+    polygons), each beside a QGIS style. `clouds` gives one mask (or None) per image. With a
+    `region` (polygons in any CRS), the map covers its box and pixels outside it are no data.
 
     With a Dask `client`, `bundle` must be the bundle's path: workers load it themselves.
     """
@@ -310,7 +314,9 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
 
         bundle = load_bundle(bundle_path)
     device = resolve_device(cfg.device)
-    grid = mosaic_grid([s.image for s in scenes], crs, resolution)
+    clip = (region.crs, tuple(region.total_bounds)) if region is not None else None
+    grid = mosaic_grid([s.image for s in scenes], crs, resolution, clip)
+    inside = region.to_crs(grid.crs).union_all() if region is not None else None
     tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
     info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
     tags = {"CLASSES": ",".join(info["classes"]), "MODEL_BANDS": ",".join(info["bands"]),
@@ -325,6 +331,11 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
                     if prob_path else None)
 
         def write(row: int, labels: np.ndarray, pct: np.ndarray) -> None:
+            if inside is not None:
+                outside = burn([inside], grid.window_transform(Window(0, row, grid.width, labels.shape[0])),
+                               labels.shape) == 0
+                labels[outside] = NODATA
+                pct[outside] = NODATA
             write_strip(cls_dst, row, labels)
             if prob_dst is not None:
                 write_strip(prob_dst, row, pct)

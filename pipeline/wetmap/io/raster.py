@@ -184,10 +184,12 @@ def parse_crs(text: str, name: str = "--crs") -> CRS:
         raise WetmapError(f"not a CRS: '{text}' (try EPSG:32632)", name) from None
 
 
-def mosaic_grid(paths: Sequence[str | Path], crs: CRS | None = None, resolution: float | None = None) -> Grid:
+def mosaic_grid(paths: Sequence[str | Path], crs: CRS | None = None, resolution: float | None = None,
+                clip: tuple[CRS, tuple[float, float, float, float]] | None = None) -> Grid:
     """The grid a mosaic of `paths` is written on: the first raster's CRS, pixel size and pixel
     alignment (or `crs` / `resolution`, then aligned to whole multiples of the pixel size),
-    extended to cover every raster. One raster with no options gives exactly its own grid."""
+    extended to cover every raster, or only `clip` = (crs, bounds) of it (a region's box).
+    One raster with no options gives exactly its own grid."""
     with open_raster(paths[0]) as first:
         dst_crs = crs or first.crs
         if resolution is None and dst_crs == first.crs:
@@ -205,6 +207,11 @@ def mosaic_grid(paths: Sequence[str | Path], crs: CRS | None = None, resolution:
         with open_raster(path) as src:
             w, s, e, n = rasterio.warp.transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
         west, south, east, north = min(west, w), min(south, s), max(east, e), max(north, n)
+    if clip is not None:
+        w, s, e, n = rasterio.warp.transform_bounds(clip[0], dst_crs, *clip[1], densify_pts=21)
+        west, south, east, north = max(west, w), max(south, s), min(east, e), min(north, n)
+        if west >= east or south >= north:
+            raise WetmapError("the region does not overlap any scene", paths[0])
     eps = 1e-6 * res
     x0 = ox + math.floor((west - ox) / res + eps) * res
     x1 = ox + math.ceil((east - ox) / res - eps) * res

@@ -1,0 +1,267 @@
+"""Scheduled regional mapping jobs: predict -> mosaic clipped to the region -> evaluate, safely.
+
+A run works in a hidden folder beside the results and is renamed into
+OUTPUT_ROOT/<name>/<date>/ only when everything, manifest included, is written; `latest` then
+points at it. So a run killed at any moment (even SIGKILL) leaves the previous results and
+`latest` intact, and the next run removes its leftovers and starts clean. A file lock (released
+by the kernel when a process dies) keeps two runs of one job apart. The manifest records what a
+run was made from; a run whose inputs, config, model and wetmap version match the latest one's
+does nothing ("up to date").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import shapely
+
+from wetmap import __version__, config
+from wetmap.config import JobConfig
+from wetmap.errors import WetmapError
+from wetmap.io.vector import read_polygons
+from wetmap.report import json_safe, region_names
+
+MANIFEST = "manifest.json"
+log = logging.getLogger("wetmap.jobs")
+
+
+class JobBusy(Exception):
+    """Another run of the same job holds the lock."""
+
+
+@dataclass
+class JobResult:
+    status: str          # "done" or "up to date"
+    run_dir: Path
+    manifest: dict[str, Any]
+
+
+@contextlib.contextmanager
+def job_lock(job_dir: Path, wait: bool) -> Iterator[None]:
+    """An exclusive flock on job_dir/.lock; the kernel drops it when the holder dies."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise JobBusy(f"job is already running ({holder}); try again later or pass --wait") from None
+            raise
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {dt.datetime.now().isoformat(timespec='seconds')}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def resolve_scenes(cfg: JobConfig, source: Path) -> list[tuple[Path, Path | None]]:
+    """(image, cloud mask) pairs from the paths / globs of the job, sorted, each checked to exist."""
+    images: list[Path] = []
+    for pattern in cfg.scenes.images:
+        found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not found:
+            raise WetmapError(f"no scene matches '{pattern}'", source)
+        images += [Path(p) for p in found]
+    pairs = []
+    for image in images:
+        if not image.exists():
+            raise WetmapError("scene not found", image)
+        clouds = None
+        if cfg.scenes.clouds:
+            clouds = image.with_name(cfg.scenes.clouds.format(stem=image.stem, name=image.name))
+            if not clouds.exists():
+                raise WetmapError(f"cloud mask for {image.name} not found", clouds)
+        pairs.append((image, clouds))
+    return pairs
+
+
+def region_frame(cfg: JobConfig, source: Path) -> gpd.GeoDataFrame:
+    """The job's region as polygons (the chosen features of a file, or the box), with names."""
+    spec = cfg.region
+    if spec.bounds is not None:
+        return gpd.GeoDataFrame({"name": [cfg.name]}, geometry=[shapely.box(*spec.bounds)], crs=spec.crs)
+    gdf = read_polygons(spec.file)
+    names = region_names(gdf, spec.field, spec.file)
+    gdf = gdf.assign(name=names)[["name", "geometry"]]
+    if spec.values is not None:
+        gdf = gdf[gdf["name"].isin(spec.values)]
+        if gdf.empty:
+            raise WetmapError(f"no region named {', '.join(spec.values)}", spec.file)
+    return gdf.reset_index(drop=True)
+
+
+def file_fingerprint(path: Path, checksum: bool = False) -> dict[str, Any]:
+    if not path.exists():
+        raise WetmapError("file not found", path)
+    stat = path.stat()
+    entry = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if checksum:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        entry["sha256"] = digest.hexdigest()
+    return entry
+
+
+def fingerprint(cfg: JobConfig, scenes: list[tuple[Path, Path | None]]) -> dict[str, Any]:
+    """What a run's results depend on: config, wetmap version, model (hashed) and every input."""
+    inputs = [file_fingerprint(p) for pair in scenes for p in pair if p is not None]
+    for extra in (cfg.reference, cfg.region.file):
+        if extra:
+            inputs.append(file_fingerprint(Path(extra)))
+    config_json = json.dumps(config.dump(cfg), sort_keys=True)
+    return {"config_sha256": hashlib.sha256(config_json.encode()).hexdigest(), "wetmap": __version__,
+            "model": file_fingerprint(Path(cfg.model), checksum=True), "inputs": inputs}
+
+
+def latest_manifest(job_dir: Path) -> dict[str, Any] | None:
+    path = job_dir / "latest" / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_name(job_dir: Path) -> str:
+    """Today's date; a second changed run on the same day gets .2, .3, ..."""
+    base = dt.date.today().isoformat()
+    name, n = base, 1
+    while (job_dir / name).exists():
+        n += 1
+        name = f"{base}.{n}"
+    return name
+
+
+def point_latest(job_dir: Path, name: str) -> None:
+    """Swap the `latest` symlink in one rename, so it always points at a complete run."""
+    tmp = job_dir / f".latest.{uuid.uuid4().hex[:8]}"
+    os.symlink(name, tmp)
+    os.replace(tmp, job_dir / "latest")
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Log this run's steps to `path` (and to whatever handlers the caller set up)."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("wetmap")
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()
+
+
+def run_job(config_path: str | Path, wait: bool = False, force: bool = False) -> JobResult:
+    """Run the job in `config_path` unless its latest results are up to date (or `force`).
+
+    Every invocation logs to OUTPUT_ROOT/<name>/logs/<time>.log (failed runs included); a
+    completed run keeps a copy as run.log.
+    """
+    config_path = Path(config_path)
+    cfg = config.load(JobConfig, config_path)
+    job_dir = Path(cfg.output_root) / cfg.name
+    with job_lock(job_dir, wait):
+        stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+        log_path = job_dir / "logs" / f"{stamp}-{os.getpid()}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        with run_log(log_path):
+            try:
+                result = _run_locked(cfg, config_path, job_dir, force)
+            except Exception:
+                log.exception("run failed")
+                raise
+        if result.status == "done":
+            shutil.copyfile(log_path, result.run_dir / "run.log")
+        return result
+
+
+def _run_locked(cfg: JobConfig, config_path: Path, job_dir: Path, force: bool) -> JobResult:
+    for stale in job_dir.glob(".run-*"):      # left by a run that was killed
+        log.info("removing %s, left by an interrupted run", stale.name)
+        shutil.rmtree(stale, ignore_errors=True)
+    scenes = resolve_scenes(cfg, config_path)
+    region = region_frame(cfg, config_path)
+    prints = fingerprint(cfg, scenes)
+    previous = latest_manifest(job_dir)
+    if not force and previous is not None and previous.get("fingerprint") == prints:
+        log.info("up to date: inputs, config and model unchanged since %s", previous.get("finished"))
+        return JobResult("up to date", (job_dir / "latest").resolve(), previous)
+    work = job_dir / f".run-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    manifest = _produce(cfg, scenes, region, prints, work)
+    name = run_name(job_dir)
+    os.rename(work, job_dir / name)
+    point_latest(job_dir, name)
+    log.info("results in %s; latest -> %s", job_dir / name, name)
+    return JobResult("done", job_dir / name, manifest)
+
+
+def _produce(cfg: JobConfig, scenes: list[tuple[Path, Path | None]], region: gpd.GeoDataFrame,
+             prints: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The job's steps, into `work`; the manifest is the last file written."""
+    from wetmap.model import read_bundle_info
+    from wetmap.predict import predict_mosaic
+    from wetmap.report import evaluate
+
+    started = dt.datetime.now(dt.UTC)
+    timings: dict[str, float] = {}
+    log.info("job %s: %d scene(s), region %s", cfg.name, len(scenes), ", ".join(region["name"]))
+    region.to_file(work / "region.gpkg", driver="GPKG", engine="pyogrio")
+    t = time.perf_counter()
+    result = predict_mosaic(cfg.model, [s for s, _ in scenes], work / "wetlands.tif", clouds=[c for _, c in scenes],
+                            cfg=cfg.predict, probabilities=True, vectorize=cfg.vectorize,
+                            min_area_ha=cfg.min_area_ha, region=region.geometry)
+    timings["predict"] = time.perf_counter() - t
+    log.info("predicted %d pixels in %.1f s: %.1f%% clear, %.1f%% of clear pixels wetland", result.pixels,
+             timings["predict"], 100 * result.valid_fraction, 100 * result.wetland_fraction)
+    metrics: dict[str, Any] = {"valid_fraction": result.valid_fraction, "wetland_fraction": result.wetland_fraction}
+    if cfg.reference:
+        t = time.perf_counter()
+        report = evaluate(work / "wetlands.tif", cfg.reference, work / "region.gpkg", work / "report",
+                          cfg=cfg.evaluate.model_copy(update={"region_field": "name"}))
+        timings["evaluate"] = time.perf_counter() - t
+        metrics["dice_micro"] = report["overall"]["micro"]["dice"]
+        metrics["dice_macro"] = report["overall"]["macro"]["dice"]
+        log.info("evaluated in %.1f s: micro Dice %.3f", timings["evaluate"], metrics["dice_micro"])
+    from wetmap.model import versions
+
+    manifest = {
+        "job": cfg.name, "status": "complete", "fingerprint": prints,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "timings_s": timings, "metrics": metrics, "versions": versions(),
+        "classes": read_bundle_info(cfg.model)["classes"],
+        "outputs": sorted([*(p.name for p in work.iterdir()), MANIFEST, "run.log"]),
+        "config": config.dump(cfg),
+    }
+    (work / MANIFEST).write_text(json.dumps(json_safe(manifest), indent=2, default=str, allow_nan=False))
+    log.info("run complete")
+    return manifest
