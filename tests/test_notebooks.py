@@ -19,3 +19,15 @@ def test_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert (tmp_path / "report" / "report.json").exists()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3, "maps are shown inline"
+
+
+def test_loss_experiment_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WETMAP_NB_SIZE", "256")
+    monkeypatch.setenv("WETMAP_NB_EPOCHS", "1")
+    monkeypatch.setenv("WETMAP_NB_WORKDIR", str(tmp_path))
+    nb = nbformat.read(NOTEBOOKS / "loss_experiment.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    for name in ("masked_Dice", "unmasked_Dice", "BCE"):
+        assert (tmp_path / name / "model.pt").exists()
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3, "split map, Dice plots and error maps are shown inline"
