@@ -241,7 +241,7 @@ def part_bounds(tiles: TileGrid, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
 
 
-_WORKER_PREDICTORS: dict[tuple[str, str, str], TilePredictor] = {}
+_WORKER_PREDICTORS: dict[tuple[str, int, int, str, str], TilePredictor] = {}
 
 
 def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: PredictConfig, first: int,
@@ -253,7 +253,8 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
     """
     from wetmap.model import load_bundle
 
-    key = (bundle_path, cfg.device, cfg.precision)
+    stat = Path(bundle_path).stat()   # a retrained bundle at the same path is a new model
+    key = (bundle_path, stat.st_mtime_ns, stat.st_size, cfg.device, cfg.precision)
     if key not in _WORKER_PREDICTORS:
         _WORKER_PREDICTORS[key] = TilePredictor(load_bundle(bundle_path), resolve_device(cfg.device), cfg.precision)
     predictor = _WORKER_PREDICTORS[key]

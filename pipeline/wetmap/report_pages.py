@@ -139,12 +139,13 @@ def png_bytes(fig: Figure) -> bytes:
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
     o = report["overall"]
+    micro = o["micro"]
     return [
-        f"micro Dice (pooled counts): {fmt(o['micro']['dice'], '.3f')}; IoU {fmt(o['micro']['iou'], '.3f')}, "
-        f"precision {fmt(o['micro']['precision'], '.3f')}, recall {fmt(o['micro']['recall'], '.3f')}",
+        (f"micro Dice (pooled counts): {fmt(micro['dice'], '.3f')}; IoU {fmt(micro['iou'], '.3f')}, "
+         f"precision {fmt(micro['precision'], '.3f')}, recall {fmt(micro['recall'], '.3f')}"),
         f"macro Dice (mean over regions with a defined Dice): {fmt(o['macro']['dice'], '.3f')}",
-        f"predicted {report['class']} {fmt(o['pred_area_ha'], ',.1f')} ha, "
-        f"reference {fmt(o['ref_area_ha'], ',.1f')} ha",
+        (f"predicted {report['class']} {fmt(o['pred_area_ha'], ',.1f')} ha, "
+         f"reference {fmt(o['ref_area_ha'], ',.1f')} ha"),
     ]
 
 
