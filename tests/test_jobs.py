@@ -146,3 +146,22 @@ def test_exit_codes_bad_input_2_failure_1_with_the_traceback_in_the_log(sample, 
     logs = list((tmp_path / "out" / "marshes" / "logs").glob("*.log"))
     assert any("Traceback" in p.read_text() and "disk on fire" in p.read_text() for p in logs)
     assert not (tmp_path / "out" / "marshes" / "latest").exists()
+
+
+def test_region_as_bounds_in_another_crs(sample, bundle_path, tmp_path: Path) -> None:
+    """A box in EPSG:4326: the map covers its extent on the scene's grid; the report scores it."""
+    import geopandas as gpd
+
+    box = gpd.read_file(sample.regions).to_crs(4326).total_bounds
+    w, s, e, n = box
+    inner = [float(v) for v in (w + (e - w) * 0.3, s + (n - s) * 0.3, w + (e - w) * 0.6, s + (n - s) * 0.6)]
+    job = write_job(tmp_path, sample, bundle_path, tmp_path / "out",
+                    region={"bounds": inner, "crs": "EPSG:4326"})
+    result = run_job(job)
+    with rasterio.open(result.run_dir / "wetlands.tif") as out, rasterio.open(sample.scene_a) as a:
+        assert out.crs == a.crs and out.res == a.res
+        assert out.width < a.width and out.height < a.height, "only the region's box"
+        classes = out.read(1)
+    assert (classes != 255).any() and (classes == 255).any(), "outside the (reprojected) box is no data"
+    report = json.loads((result.run_dir / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["regions"]] == ["marshes"]
