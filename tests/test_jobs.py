@@ -54,6 +54,7 @@ def test_run_writes_clipped_map_report_manifest_and_latest(finished: Path, sampl
     assert (job_dir / "latest").resolve() == finished.resolve()
     manifest = json.loads((finished / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["job"] == "marshes"
+    assert manifest["classes"] == ["other", "wetland"]
     assert {"predict", "evaluate"} <= set(manifest["timings_s"])
     assert 0 < manifest["metrics"]["dice_micro"] <= 1
     assert {e["path"] for e in manifest["fingerprint"]["inputs"]} >= {str(sample.scene_a), str(sample.scene_b_scl)}

@@ -9,12 +9,18 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 
-def test_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run notebooks/NAME at 256 px and 1 epoch in tmp_path; return it with its outputs."""
     monkeypatch.setenv("WETMAP_NB_SIZE", "256")
     monkeypatch.setenv("WETMAP_NB_EPOCHS", "1")
     monkeypatch.setenv("WETMAP_NB_WORKDIR", str(tmp_path))
-    nb = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb
+
+
+def test_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = execute("quickstart.ipynb", tmp_path, monkeypatch)
     assert (tmp_path / "wetlands.tif").exists()
     assert (tmp_path / "report" / "report.json").exists()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
@@ -22,11 +28,7 @@ def test_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_loss_experiment_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WETMAP_NB_SIZE", "256")
-    monkeypatch.setenv("WETMAP_NB_EPOCHS", "1")
-    monkeypatch.setenv("WETMAP_NB_WORKDIR", str(tmp_path))
-    nb = nbformat.read(NOTEBOOKS / "loss_experiment.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = execute("loss_experiment.ipynb", tmp_path, monkeypatch)
     for name in ("masked_Dice", "unmasked_Dice", "BCE"):
         assert (tmp_path / name / "model.pt").exists()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]

@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 
 from wetmap import report as report_module
 from wetmap.io.raster import Grid, write_raster
-from wetmap.report import evaluate, overlap_layers
+from wetmap.report import evaluate, overlap_layers, value_counts
 
 from conftest import run_cli
 
@@ -178,3 +178,10 @@ def test_cli_refuses_to_replace_a_report_and_names_bad_field(scene, tmp_path: Pa
     assert run_cli([*args, "--overwrite", "--region-field", "nope"], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no field 'nope'" in err[0] and "regions.gpkg" in err[0]
+
+
+@pytest.mark.parametrize("stop", [12, 200])
+def test_value_counts_match_bincount_for_few_and_many_values(stop: int) -> None:
+    """Both ways of counting (compare-and-count for few values, bincount for many) agree."""
+    key = np.random.default_rng(2).integers(0, stop, (97, 131)).astype(np.uint8)
+    assert value_counts(key, 3, stop).tolist() == np.bincount(key.ravel(), minlength=stop)[3:].tolist()

@@ -227,7 +227,6 @@ def _run_locked(cfg: JobConfig, config_path: Path, job_dir: Path, force: bool) -
 def _produce(cfg: JobConfig, scenes: list[tuple[Path, Path | None]], region: gpd.GeoDataFrame,
              prints: dict[str, Any], work: Path) -> dict[str, Any]:
     """The job's steps, into `work`; the manifest is the last file written."""
-    from wetmap.model import read_bundle_info
     from wetmap.predict import predict_mosaic
     from wetmap.report import evaluate
 
@@ -258,7 +257,7 @@ def _produce(cfg: JobConfig, scenes: list[tuple[Path, Path | None]], region: gpd
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "timings_s": timings, "metrics": metrics, "versions": versions(),
-        "classes": read_bundle_info(cfg.model)["classes"],
+        "classes": result.class_names,
         "outputs": sorted([*(p.name for p in work.iterdir()), MANIFEST, "run.log"]),
         "config": config.dump(cfg),
     }

@@ -31,21 +31,21 @@ def confusion(pred_labels: Any, target: Any, valid: Any | None, num_classes: int
             keep &= valid.reshape(-1).bool()
         index = xp_target[keep].long() * num_classes + xp_pred[keep].long()
         cm = torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-        tp = cm.diagonal()
-        fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
-        tn = cm.sum() - tp - fp - fn
-        return torch.stack([tp, fp, fn, tn], 1).to(torch.int64)
+        return torch.stack(matrix_counts(cm), 1).to(torch.int64)
     p = np.asarray(xp_pred).astype(np.int64, copy=False)
     t = np.asarray(xp_target).astype(np.int64, copy=False)
     keep = (p >= 0) & (p < num_classes) & (t >= 0) & (t < num_classes)
     if valid is not None:
         keep &= np.asarray(valid).reshape(-1).astype(bool, copy=False)
     cm = np.bincount(t[keep] * num_classes + p[keep], minlength=num_classes * num_classes)
-    cm = cm.reshape(num_classes, num_classes)
-    tp = np.diagonal(cm)
+    return np.stack(matrix_counts(cm.reshape(num_classes, num_classes)), 1).astype(np.int64)
+
+
+def matrix_counts(cm: Any) -> tuple[Any, Any, Any, Any]:
+    """Per-class TP, FP, FN, TN vectors from a (truth, prediction) confusion matrix."""
+    tp = cm.diagonal()
     fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
-    tn = cm.sum() - tp - fp - fn
-    return np.stack([tp, fp, fn, tn], 1).astype(np.int64)
+    return tp, fp, fn, cm.sum() - tp - fp - fn
 
 
 def _ratio(num: float, den: float) -> float:

@@ -225,6 +225,7 @@ class PredictResult:
     classes: Path
     probabilities: Path | None
     vectors: Path | None
+    class_names: list[str]
     scenes: int
     pixels: int
     valid_fraction: float
@@ -373,7 +374,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
 
         vectorize_classes(out, vec_path, wet, info["classes"][wet], min_area_ha, info["colors"].get(wet), overwrite)
     pixels, valid, wetland = (int(v) for v in counts)
-    return PredictResult(out, prob_path, vec_path, len(scenes), pixels, valid / max(1, pixels),
+    return PredictResult(out, prob_path, vec_path, list(info["classes"]), len(scenes), pixels, valid / max(1, pixels),
                          wetland / max(1, valid), time.perf_counter() - start, str(device), precision)
 
 

@@ -148,7 +148,7 @@ class StripReader:
     """Windows of one raster read in top-to-bottom order, served from whole strips of block rows.
 
     Overlapping tiles cross file blocks several times; GDAL's block cache did not keep them for us
-    (every tile re-decoded its blocks: 4.5x slower than reading the file once). Reading full-width
+    (every tile re-decoded its blocks; bench_predict.py prints the cost). Reading full-width
     strips of whole block rows decodes each block exactly once, lets GDAL decode a strip's blocks
     on several threads, and holds only the strips the current window touches.
     """
