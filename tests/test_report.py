@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 
 from wetmap import report as report_module
 from wetmap.io.raster import Grid, write_raster
-from wetmap.report import evaluate, overlap_layers, value_counts
+from wetmap.report import evaluate
 
 from conftest import run_cli
 
@@ -163,13 +163,6 @@ def test_multiclass_maps_are_scored_per_class(tmp_path: Path) -> None:
     assert set(rep["overall"]["per_class"]) == {"other", "wetland", "water"}
 
 
-def test_overlap_layers_keep_overlapping_regions_apart() -> None:
-    a, b = shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10)      # touching: may share a layer
-    c = shapely.box(5, 5, 15, 15)                                       # overlaps both
-    layers = overlap_layers([a, b, c])
-    assert [0, 1] in layers and [2] in layers
-
-
 def test_cli_refuses_to_replace_a_report_and_names_bad_field(scene, tmp_path: Path, monkeypatch, capsys) -> None:
     args = ["evaluate", scene["pred"], scene["truth"], "--regions", scene["regions"], "-o", tmp_path / "r"]
     assert run_cli(args, monkeypatch) == 0
@@ -178,10 +171,3 @@ def test_cli_refuses_to_replace_a_report_and_names_bad_field(scene, tmp_path: Pa
     assert run_cli([*args, "--overwrite", "--region-field", "nope"], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no field 'nope'" in err[0] and "regions.gpkg" in err[0]
-
-
-@pytest.mark.parametrize("stop", [12, 200])
-def test_value_counts_match_bincount_for_few_and_many_values(stop: int) -> None:
-    """Both ways of counting (compare-and-count for few values, bincount for many) agree."""
-    key = np.random.default_rng(2).integers(0, stop, (97, 131)).astype(np.uint8)
-    assert value_counts(key, 3, stop).tolist() == np.bincount(key.ravel(), minlength=stop)[3:].tolist()

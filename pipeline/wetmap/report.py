@@ -1,11 +1,10 @@
 """Regional Dice reports: exact masked confusion counts per region of a vector file.
 
-The prediction is read block by block. Regions are burned into the block as region ids, in as few
-layers as keep overlapping regions apart (a pixel inside two overlapping regions counts for both),
-and one bincount per layer gives every region's confusion matrix: the cost is a few passes over the
-block, not one per region. A pixel belongs to a region when its centre lies inside it. Only valid
-pixels are scored: not no data or cloud in the prediction (255), not cloud in an optional mask, not
-unknown in the truth. Scores come from summed counts; a region without a valid pixel has an
+The prediction is read block by block; every region touching a block is counted there by one
+compiled scanline pass (`wetmap.zonal`), so a pixel inside two overlapping regions counts for both
+and the cost is about one pass over the block. A pixel belongs to a region when its centre lies
+inside it (GDAL's rasterize rule). Only valid pixels are scored: not no data or cloud in the
+prediction (255), not cloud in an optional mask, not unknown in the truth. Scores come from summed counts; a region without a valid pixel has an
 undefined (null) Dice, flagged, never 0 or 1.
 """
 
@@ -21,7 +20,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import rasterio
-import rasterio.features
 import rasterio.windows
 import shapely
 
@@ -36,13 +34,16 @@ from wetmap.io.raster import (
     open_raster,
     read_window,
 )
+from wetmap.io.readahead import read_ahead
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.metrics import COUNT_NAMES, class_scores, matrix_counts
 from wetmap.styles import dice_qml, write_qml
 from wetmap.tiling import blocks
+from wetmap.zonal import ZonalCounter
 
 NODATA = 255
 BLOCK = 1024
+READ_AHEAD = 3        # blocks read ahead of the counting (x 2-3 MB each)
 NAME_FIELDS = ("name", "NAME", "Name", "region", "REGION", "id", "ID")
 SCORE_NAMES = ("dice", "iou", "precision", "recall")
 
@@ -79,152 +80,29 @@ def region_names(gdf: gpd.GeoDataFrame, region_field: str | None, path: str | Pa
     return [f"region {i + 1}" for i in range(len(gdf))]
 
 
-def overlap_layers(geoms: list[shapely.Geometry]) -> list[list[int]]:
-    """Group region indexes so that no two regions in a group share interior (greedy colouring).
-
-    Regions that only touch may share a group: a pixel centre belongs to at most one of them.
-    """
-    tree = shapely.STRtree(geoms)
-    layers: list[list[int]] = []
-    for i, g in enumerate(geoms):
-        clash = {int(j) for j in tree.query(g, predicate="intersects")
-                 if j != i and not g.touches(geoms[j])}
-        for layer in layers:
-            if clash.isdisjoint(layer):
-                layer.append(i)
-                break
-        else:
-            layers.append([i])
-    return layers
-
-
-class Buffers:
-    """Reused per-block arrays: fresh megabyte arrays for every block cost page faults, a visible
-    share of the pass on highly compressible maps, which decode fast."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._flat: dict[tuple[str, str], np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
-        key = (name, np.dtype(dtype).str)
-        if key not in self._flat:
-            self._flat[key] = np.empty(self.size * self.size, dtype)
-        return self._flat[key][: shape[0] * shape[1]].reshape(shape)
-
-
-def pixel_codes(pred: np.ndarray, truth: np.ndarray, clear: np.ndarray | None, k: int,
-                buffers: Buffers | None = None) -> np.ndarray:
-    """Per pixel: truth * k + pred where scorable, k*k where masked, k*k + 1 where truth unknown.
-
-    Small integers (uint8 for up to 15 classes): counting them is then a few byte-wide passes.
-    """
-    buffers = buffers or Buffers(max(pred.shape))
-    dtype = np.uint8 if k * k + 2 <= 256 else np.uint16
-    code = buffers.get("code", pred.shape, dtype)
-    flag = buffers.get("flag", pred.shape, bool)
-    np.multiply(truth, dtype(k), out=code, casting="unsafe")     # wraps where invalid: overwritten below
-    np.add(code, pred, out=code, casting="unsafe")
-    np.greater_equal(truth, k, out=flag)
-    np.copyto(code, dtype(k * k + 1), where=flag)
-    np.greater_equal(pred, k, out=flag)
-    if clear is not None:
-        np.logical_or(flag, ~clear, out=flag)
-    np.copyto(code, dtype(k * k), where=flag)
-    return code
-
-
-def value_counts(key: np.ndarray, start: int, stop: int, buffers: Buffers | None = None) -> np.ndarray:
-    """How often each value start..stop-1 occurs in `key`.
-
-    For a few dozen values, comparing and counting (byte-wide, vectorised) beats np.bincount,
-    which first widens every pixel to 64 bits.
-    """
-    if stop - start > 48:
-        return np.bincount(key.ravel().astype(np.intp), minlength=stop)[start:stop].astype(np.int64)
-    hit = (buffers or Buffers(max(key.shape))).get("hit", key.shape, bool)
-    counts = np.empty(stop - start, np.int64)
-    for i, value in enumerate(range(start, stop)):
-        np.equal(key, value, out=hit)
-        counts[i] = np.count_nonzero(hit)
-    return counts
-
-
-@dataclass
-class Layer:
-    """Regions that share no interior, burned together as ids into one raster per block."""
-
-    members: list[int]
-    tree: shapely.STRtree
-
-
 class BlockCounter:
-    """Counts the pixel codes of every region, one block at a time, with reused buffers."""
+    """The readers of the prediction, truth and cloud mask, and the per-region counts of their
+    pixel codes (see `wetmap.zonal`), added one block at a time."""
 
     def __init__(self, pred: str | Path, truth: str | Path, clouds: str | Path | None, grid: Grid,
                  cfg: EvaluateConfig, k: int, geoms: list[shapely.Geometry]) -> None:
-        self.grid, self.k, self.geoms = grid, k, geoms
-        self.layers = [Layer(m, shapely.STRtree([geoms[i] for i in m])) for m in overlap_layers(geoms)]
-        self.bins = k * k + 2
-        self.buffers = Buffers(BLOCK)
+        self.grid = grid
+        self.tree = shapely.STRtree(geoms)
+        self.zonal = ZonalCounter(geoms, grid.transform, k)
         self.src = open_raster(pred)
         self.labels = open_labels(truth, grid, image_name=pred, unknown=NODATA)
         self.mask = CloudMask(clouds, grid, cfg.cloud, image_name=pred) if clouds else None
 
-    def hits(self, window: rasterio.windows.Window) -> list[tuple[Layer, np.ndarray]]:
-        """Per layer, the (layer-local) regions that touch `window`; empty when none does."""
-        box = shapely.box(*rasterio.windows.bounds(window, self.grid.transform))
-        found = [(layer, layer.tree.query(box, predicate="intersects")) for layer in self.layers]
-        return found if any(len(local) for _, local in found) else []
+    def work(self, windows: list[rasterio.windows.Window]) -> list[tuple[rasterio.windows.Window, np.ndarray]]:
+        """(window, indexes of the regions that touch it) for the windows that any region touches."""
+        boxes = shapely.box(*np.array([rasterio.windows.bounds(w, self.grid.transform) for w in windows]).T)
+        window_of, region = self.tree.query(boxes, predicate="intersects")
+        return [(windows[i], region[window_of == i]) for i in np.unique(window_of)]
 
     def read(self, window: rasterio.windows.Window) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Prediction, truth and clear mask of `window`."""
         return (read_window(self.src, window, 1), self.labels.read(window),
                 self.mask.valid(window) if self.mask is not None else None)
-
-    def count(self, window: rasterio.windows.Window, hits: list[tuple[Layer, np.ndarray]], pred: np.ndarray,
-              truth: np.ndarray, clear: np.ndarray | None) -> dict[int, np.ndarray]:
-        """{region index: counts of each pixel code} over the pixels of `window` inside each region."""
-        box = shapely.box(*rasterio.windows.bounds(window, self.grid.transform))
-        code = pixel_codes(pred, truth, clear, self.k, self.buffers)
-        whole: np.ndarray | None = None
-        out: dict[int, np.ndarray] = {}
-        for layer, local in hits:
-            partial = []
-            for j in local:
-                index = layer.members[j]
-                if shapely.contains_properly(self.geoms[index], box):    # every pixel centre is inside
-                    whole = value_counts(code, 0, self.bins, self.buffers) if whole is None else whole
-                    out[index] = whole
-                else:
-                    partial.append(index)
-            if partial:
-                out.update(self._count_partial(code, partial, window, box))
-        return out
-
-    def _count_partial(self, code: np.ndarray, regions: list[int], window: rasterio.windows.Window,
-                       box: shapely.Polygon) -> dict[int, np.ndarray]:
-        """Burn the regions as ids 1..n (clipped to the block: fewer edges to scan) and count
-        (id, code) pairs in one byte-wide key."""
-        n, bins = len(regions), self.bins
-        small = (n + 1) * bins <= 256
-        ids = self.buffers.get("ids", code.shape, np.uint8 if small else np.int32)
-        ids.fill(0)
-        x0, y0, x1, y1 = box.bounds
-        pad = 2 * self.grid.res
-        clipped = shapely.clip_by_rect([self.geoms[i] for i in regions], x0 - pad, y0 - pad, x1 + pad, y1 + pad)
-        shapes = [(g, r + 1) for r, g in enumerate(clipped) if not g.is_empty]   # touching only: nothing inside
-        if shapes:
-            rasterio.features.rasterize(shapes, out=ids, transform=self.grid.window_transform(window),
-                                        all_touched=False)
-        if small:
-            key = self.buffers.get("key", code.shape, np.uint8)
-            np.multiply(ids, np.uint8(bins), out=key)
-            np.add(key, code, out=key)
-        else:
-            key = ids.astype(np.intp) * bins + code
-        counts = value_counts(key, bins, (n + 1) * bins, self.buffers).reshape(n, bins)
-        return dict(zip(regions, counts))
 
     def close(self) -> None:
         self.labels.close()
@@ -237,8 +115,9 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
           cfg: EvaluateConfig | None = None) -> tuple[list[RegionTally], Grid, list[str]]:
     """Stream the prediction once and count the confusion matrix of every region.
 
-    Blocks that touch no region are never read. (Reading ahead in a thread was measured slower
-    here: GDAL's rasterize holds the GIL, and the reader then competes for it.)
+    Blocks that touch no region are never read. A thread reads the next blocks while this one
+    counts: GDAL decodes and the counting kernel both run without the GIL. (Two threads that each
+    read and count were measured slower: reads from two threads contend inside GDAL.)
     """
     cfg = cfg or EvaluateConfig()
     with rasterio.Env(**GDAL_ENV):
@@ -248,26 +127,18 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
         k = len(classes)
         gdf = read_polygons(regions, grid.crs)
         names = region_names(gdf, cfg.region_field, regions)
-        footprint = shapely.box(*grid.bounds)
         geoms = list(gdf.geometry)
-        shapely.prepare(geoms)
-        tallies = [RegionTally(n, g, np.zeros((k, k), np.int64),
-                               covered_fraction=min(1.0, g.intersection(footprint).area / g.area) if g.area else 0.0)
-                   for n, g in zip(names, geoms)]
         counter = BlockCounter(pred, truth, clouds, grid, cfg, k, geoms)
         try:
-            for window in blocks(grid.width, grid.height, BLOCK):
-                hits = counter.hits(window)
-                if not hits:
-                    continue
-                for index, row in counter.count(window, hits, *counter.read(window)).items():
-                    t = tallies[index]
-                    t.confusion += row[:k * k].reshape(k, k)
-                    t.masked += int(row[k * k])
-                    t.unknown += int(row[k * k + 1])
+            work = counter.work(list(blocks(grid.width, grid.height, BLOCK)))
+            for (window, hits), *layers in read_ahead(work, lambda item: counter.read(item[0]), READ_AHEAD):
+                counter.zonal.add(*layers, int(window.row_off), int(window.col_off), hits)
         finally:
             counter.close()
-    return tallies, grid, classes
+    footprint = shapely.box(*grid.bounds)
+    return [RegionTally(n, g, row[:k * k].reshape(k, k).copy(), masked=int(row[k * k]), unknown=int(row[k * k + 1]),
+                        covered_fraction=min(1.0, g.intersection(footprint).area / g.area) if g.area else 0.0)
+            for n, g, row in zip(names, geoms, counter.zonal.counts)], grid, classes
 
 
 def class_row(counts: tuple[int, int, int, int], pixel_ha: float) -> dict[str, Any]:
