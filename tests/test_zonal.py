@@ -65,3 +65,15 @@ def test_code_table_marks_no_data_before_unknown_truth() -> None:
     assert table[:2, :2].tolist() == [[0, 2], [1, 3]]     # [pred, truth] -> truth * k + pred
     assert table[2].tolist() == [4, 4, 4]                 # prediction no data: masked, whatever the truth
     assert table[:2, 2].tolist() == [5, 5]                # truth unknown
+
+
+def test_a_boundary_with_many_crossings_per_row_matches_rasterize() -> None:
+    """A comb: dozens of crossings on every row (the sorted path, not the insertion sort)."""
+    x0, y0 = TRANSFORM.c, TRANSFORM.f
+    teeth = shapely.union_all([shapely.box(x0 + 60 * i + 3, y0 - 2900, x0 + 60 * i + 37, y0 - 100) for i in range(40)])
+    comb = shapely.union_all([teeth, shapely.box(x0, y0 - 2990, x0 + 2570, y0 - 2900)]).buffer(0)
+    pred = np.ones((HEIGHT, WIDTH), np.uint8)
+    counter = ZonalCounter([comb], TRANSFORM, 2)
+    counter.add(pred, pred, None, 0, 0, np.array([0]))
+    inside = rasterio.features.geometry_mask([comb], pred.shape, TRANSFORM, invert=True)
+    assert counter.counts[0, 3] == inside.sum() and counter.counts[0].sum() == inside.sum()

@@ -123,14 +123,18 @@ def _count(pred, truth, clear, use_clear, table, k, row_off, col_off, edges, off
                 if hi > yc:                       # GDAL's rule: lo <= yc < hi, x rounded to a pixel edge
                     active[n] = e
                     x = (yc - lo) * (edges[e, 3] - edges[e, 2]) / (hi - lo) + edges[e, 2]
-                    value = np.int64(np.floor(x + 0.5)) - col_off
-                    i = n                         # insertion sort: a handful of crossings per row
-                    while i > 0 and crossings[i - 1] > value:
-                        crossings[i] = crossings[i - 1]
-                        i -= 1
-                    crossings[i] = value
+                    crossings[n] = np.int64(np.floor(x + 0.5)) - col_off
                     n += 1
             live = n
+            if n > 16:                            # a long, wiggly boundary: many crossings per row
+                crossings[:n].sort()
+            else:                                 # usually a handful: insertion sort
+                for i in range(1, n):
+                    value, j = crossings[i], i
+                    while j > 0 and crossings[j - 1] > value:
+                        crossings[j] = crossings[j - 1]
+                        j -= 1
+                    crossings[j] = value
             for i in range(0, n - 1, 2):
                 c0, c1 = max(crossings[i], 0), min(crossings[i + 1], width)
                 if c1 <= c0:
