@@ -197,8 +197,8 @@ def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window,
                min_valid: float) -> list[dict[str, Any]]:
     """Read, filter and store a batch of consecutive chips; return their index rows and sums.
 
-    The batch is written with one Zarr call per array (chips that are not kept stay at the fill
-    value, which Zarr does not store): per-chip calls cost more than the reads.
+    The batch is written with one Zarr call per array (chips that are not kept hold the fill
+    value): per-chip calls cost more than the reads.
     """
     first = jobs[0][0]
     assert [j[0] for j in jobs] == list(range(first, first + len(jobs))), "a batch's chips are consecutive"
@@ -221,15 +221,17 @@ def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window,
                 image[k] = _pad(chip.raw, size, 0)
                 label[k] = _pad(chip.label, size, LABEL_UNKNOWN)
                 valid[k] = _pad(chip.valid, size, False)
-                if split == "train":
-                    px = chip.raw[:, chip.valid].astype(np.float64)
-                    row["sums"] = (n_valid, px.sum(1), (px * px).sum(1))
+                if split == "train":   # weighted by the valid mask: no boolean gather of the pixels
+                    x = chip.raw.reshape(len(chip.raw), -1).astype(np.float64)
+                    w = chip.valid.reshape(-1).astype(np.float64)
+                    row["sums"] = (n_valid, x @ w, np.einsum("ij,ij,j->i", x, x, w))
             rows.append(row)
         if any(r["kept"] for r in rows):
             span = slice(first, first + len(jobs))
-            group["image"][span] = image
-            group["label"][span] = label
-            group["valid"][span] = valid
+            for name, data in (("image", image), ("label", label), ("valid", valid)):
+                # Dropped chips are written too, as fill (they compress to almost nothing): Zarr's
+                # check of every chunk for emptiness runs in its one I/O thread and cost more.
+                group[name].with_config({"write_empty_chunks": True})[span] = data
     return rows
 
 

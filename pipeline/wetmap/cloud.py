@@ -25,7 +25,12 @@ QA_PIXEL_INVALID_BITS = (0, 1, 2, 3, 4)
 
 
 def scl_valid(scl: np.ndarray, invalid: Sequence[int] = DEFAULT_SCL_INVALID) -> np.ndarray:
-    """Sentinel-2 L2A scene classification to valid mask."""
+    """Sentinel-2 L2A scene classification to valid mask (a lookup table for byte rasters,
+    several times faster than np.isin)."""
+    if scl.dtype == np.uint8:
+        table = np.ones(256, bool)
+        table[[c for c in invalid if 0 <= c < 256]] = False
+        return np.take(table, scl)
     return ~np.isin(scl, np.asarray(invalid, dtype=scl.dtype))
 
 
