@@ -123,10 +123,29 @@ def _reader(inputs: ChipInputs) -> ChipReader:
     return _READERS[key]
 
 
+_STORES: dict[tuple[str, int], dict[str, zarr.Array]] = {}
+
+
+def _store_arrays(store: str) -> dict[str, zarr.Array]:
+    """The store's arrays, opened once per thread (opening reads their metadata from disk).
+
+    Dropped chips are written too, as fill (they compress to almost nothing): Zarr's check of
+    every chunk for emptiness runs in its one I/O thread and cost more than writing them.
+    """
+    key = (store, threading.get_ident())
+    if key not in _STORES:
+        group = zarr.open_group(store, mode="r+")
+        _STORES[key] = {name: group[name].with_config({"write_empty_chunks": True})
+                        for name in ("image", "label", "valid")}
+    return _STORES[key]
+
+
 def close_readers() -> None:
-    """Close the readers this process opened (the in-process scheduler keeps its threads)."""
+    """Close the readers and forget the stores this process opened (the in-process scheduler
+    keeps its threads)."""
     while _READERS:
         _READERS.popitem()[1].close()
+    _STORES.clear()
 
 
 # --- spatial split ------------------------------------------------------------------------------
@@ -204,8 +223,8 @@ def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window,
     assert [j[0] for j in jobs] == list(range(first, first + len(jobs))), "a batch's chips are consecutive"
     with rasterio.Env(GDAL_CACHEMAX=TILE_CACHE_MB):
         reader = _reader(inputs)
-        group = zarr.open_group(store, mode="r+")
-        image = np.zeros((len(jobs), len(reader.indexes), size, size), group["image"].dtype)
+        arrays = _store_arrays(store)
+        image = np.zeros((len(jobs), len(reader.indexes), size, size), arrays["image"].dtype)
         label = np.full((len(jobs), size, size), LABEL_UNKNOWN, np.uint8)
         valid = np.zeros((len(jobs), size, size), bool)
         rows = []
@@ -229,9 +248,7 @@ def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window,
         if any(r["kept"] for r in rows):
             span = slice(first, first + len(jobs))
             for name, data in (("image", image), ("label", label), ("valid", valid)):
-                # Dropped chips are written too, as fill (they compress to almost nothing): Zarr's
-                # check of every chunk for emptiness runs in its one I/O thread and cost more.
-                group[name].with_config({"write_empty_chunks": True})[span] = data
+                arrays[name][span] = data
     return rows
 
 
