@@ -115,6 +115,8 @@ def read_window(src: DatasetReader | WarpedVRT, window: Window, indexes: list[in
         bottom, right = max(0, r0 + h - src.height), max(0, c0 + w - src.width)
         inner = Window(c0 + left, r0 + top, w - left - right, h - top - bottom)
         data = src.read(indexes, window=inner)
+        if not (top or bottom or left or right):
+            return data
         pad = [(0, 0)] * (data.ndim - 2) + [(top, bottom), (left, right)]
         return np.pad(data, pad, constant_values=boundless_fill)
     except RasterioError as exc:
