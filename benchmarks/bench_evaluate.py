@@ -4,7 +4,7 @@ On a generated N x N uint8 prediction and truth (tiled DEFLATE, 512 blocks, 10 m
 irregular regions given in EPSG:4326, two of them overlapping a neighbour:
   (1) counting (the streaming pass: read, mask, count per region) vs reading the prediction and
       the truth once with rasterio block by block (target <= 1.5x), and, stricter, vs reading them
-      in the pass's own 1024 x 1024 windows (fewer, larger reads: ~20 % faster here);
+      in the pass's own 1024 x 1024 windows (fewer, larger reads, so faster);
   (2) the whole report (counting + regions.gpkg + map, bar chart, HTML, Markdown) vs the same read.
 Times are medians of interleaved repeats, so drift of this noisy machine hits all alike.
 

@@ -84,11 +84,12 @@ def _span_binary(pr, tr, cr, use_clear, out):
 
 
 @njit(nogil=True, cache=True)
-def _span_histogram(pr, tr, cr, use_clear, table, k, out):
-    """Any number of classes: a histogram of pixel codes, in four interleaved sub-histograms so
-    that consecutive pixels with one code do not wait on each other's increments."""
+def _span_histogram(pr, tr, cr, use_clear, table, k, local, out):
+    """Any number of classes: a histogram of pixel codes, in four interleaved sub-histograms
+    (`local`, 4 x bins, reused between spans) so that consecutive pixels with one code do not
+    wait on each other's increments."""
     bins = out.shape[0]
-    local = np.zeros(4 * bins, np.int64)
+    local[:] = 0
     masked = k * k
     for c in range(pr.shape[0]):
         code = table[min(pr[c], k) * (k + 1) + min(tr[c], k)]
@@ -108,6 +109,7 @@ def _count(pred, truth, clear, use_clear, table, k, row_off, col_off, edges, off
     size = max(1, edges.shape[0])
     active = np.empty(size, np.int64)
     crossings = np.empty(size, np.int64)
+    local = np.empty(4 * counts.shape[1], np.int64)
     for r in regions:
         following, stop, live = offsets[r], offsets[r + 1], 0
         for row in range(height):
@@ -143,7 +145,7 @@ def _count(pred, truth, clear, use_clear, table, k, row_off, col_off, edges, off
                 if k == 2:
                     _span_binary(pred[row, c0:c1], truth[row, c0:c1], cr, use_clear, counts[r])
                 else:
-                    _span_histogram(pred[row, c0:c1], truth[row, c0:c1], cr, use_clear, table, k, counts[r])
+                    _span_histogram(pred[row, c0:c1], truth[row, c0:c1], cr, use_clear, table, k, local, counts[r])
 
 
 class ZonalCounter:
