@@ -101,14 +101,17 @@ def band_indexes(src: DatasetReader, bands: Sequence[str | int] | None) -> list[
 
 
 def read_window(src: DatasetReader | WarpedVRT, window: Window, indexes: list[int] | int | None = None,
-                boundless_fill: float | None = None) -> np.ndarray:
+                boundless_fill: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Read one window; with `boundless_fill`, parts past the raster edge read as that value.
 
     Padding is done here rather than by GDAL's boundless mode, which warped views do not allow.
+    `out` (without `boundless_fill`): decode straight into this array, e.g. a view into a batch.
     """
     try:
         if boundless_fill is None:
-            return src.read(indexes, window=window)
+            return src.read(indexes, window=window, out=out)
+        if out is not None:
+            raise ValueError("read_window: out is not supported with boundless_fill")
         r0, c0 = int(window.row_off), int(window.col_off)
         h, w = int(window.height), int(window.width)
         top, left = max(0, -r0), max(0, -c0)
