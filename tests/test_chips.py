@@ -1,5 +1,6 @@
 """`wetmap tile`: the Zarr chip store, its split, statistics, cloud skipping and Dask scale-out."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +94,13 @@ def test_split_by_regions(sample, tmp_path: Path) -> None:
 
 def test_two_dask_workers_give_identical_store(sample, store, tmp_path: Path) -> None:
     out = tmp_path / "store2"
+    ours = os.environ.get("MALLOC_TRIM_THRESHOLD_")   # before: a nanny may set it in its own process
     with dask_client(workers=2) as client:
         build_chip_store(tile_cfg(sample), out, client=client)
+        # Workers inherit glibc's malloc settings untouched (Dask's default would switch off the
+        # dynamic mmap threshold; see wetmap/cluster.py).
+        trim = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+    assert set(trim.values()) == {ours}
     other = open_chip_store(out)
     assert (other.image[:] == store.image[:]).all()
     assert (other.label[:] == store.label[:]).all() and (other.valid[:] == store.valid[:]).all()

@@ -11,7 +11,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import dask
+
 from wetmap.errors import WetmapError
+
+# Dask's nannies set MALLOC_TRIM_THRESHOLD_ for their workers, so that freed memory goes back to
+# the OS at once. Setting it also switches off glibc's dynamic mmap threshold (mallopt(3)): every
+# buffer over 128 KiB (a chip, a Zarr chunk, a raster block) becomes a fresh mmap that faults
+# page by page. A `wetmap tile` worker took 517 000 page faults a run instead of ~600, and ran
+# ~30% slower than the same work in-process. Our tasks hold a few batches at a time, so glibc's
+# own defaults are the better trade: the variable is left unset.
+GLIBC_MALLOC_DEFAULTS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 @contextlib.contextmanager
@@ -32,6 +42,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit="auto") as cluster, Client(cluster) as client:
+    with dask.config.set(GLIBC_MALLOC_DEFAULTS), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                         memory_limit="auto") as cluster, Client(cluster) as client:
         yield client
