@@ -2,27 +2,30 @@
 
 On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (with an SCL mask and a label raster):
   (1) tile throughput vs reading the same file block by block with rasterio (target >= 0.8x):
-      `--repeats` rounds of (read, tile in-process), interleaved, each started with the page
-      cache's dirty pages flushed (a previous round's writes otherwise throttle the next one);
-      the median ratio counts, and the first tile of the process (which also loads the compiled
-      mask kernel) is printed apart;
-  (2) a LocalCluster of 2 workers vs 1 worker (target >= 1.6x faster), each cluster started and its
-      workers' imports and kernel load done before the clock starts (that one-time cost is printed
-      apart);
+      `--repeats` rounds of (read, tile in-process, tile with --compress), interleaved, each step
+      started with the page cache's dirty pages flushed (a previous step's writes otherwise
+      throttle the next one); the median ratio counts, and the first tile of the process (which
+      also loads the compiled mask kernel) is printed apart; so are the store's sizes and the
+      time to read a training chip back from each;
+  (2) a LocalCluster of 2 workers vs 1 worker (target >= 1.6x faster): both clusters started, and
+      their workers' imports and kernel load done, before the clock starts (that one-time cost is
+      printed apart); then `--repeats` rounds of one run on each, the median speed-up counts;
   (3) peak RSS of `wetmap tile` on 16384^2 vs 4096^2 (target <= 1.3x).
 
-    .venv/bin/python benchmarks/bench_tile.py [--size 8192] [--repeats 3] [--skip-memory]
+    .venv/bin/python benchmarks/bench_tile.py [--size 8192] [--repeats 5] [--skip-memory]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,7 @@ from rasterio.windows import Window
 
 from wetmap import config
 from wetmap.chipmask import mask_chip
-from wetmap.chips import LABEL_UNKNOWN, build_chip_store
+from wetmap.chips import LABEL_UNKNOWN, build_chip_store, open_chip_store
 from wetmap.cluster import dask_client
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
@@ -78,10 +81,10 @@ def read_blocks(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def tile_cfg(paths: dict[str, Path]) -> config.TileConfig:
+def tile_cfg(paths: dict[str, Path], compress: bool = False) -> config.TileConfig:
     return config.build(config.TileConfig, {"image": str(paths["image"]), "labels": str(paths["labels"]),
                                             "clouds": str(paths["scl"]), "size": 256, "overlap": 0,
-                                            "split": {"block": 2048}})
+                                            "compress": compress, "split": {"block": 2048}})
 
 
 def load_kernel() -> None:
@@ -89,15 +92,25 @@ def load_kernel() -> None:
     mask_chip(np.zeros((1, 1, 1), np.uint16), np.zeros((1, 1), np.uint8), np.ones((1, 1), bool), 0, LABEL_UNKNOWN)
 
 
-def run_tile(paths: dict[str, Path], out: Path, workers: int | None) -> tuple[float, float]:
-    """(seconds to start the cluster and ready its workers, seconds to tile)."""
+def run_tile(paths: dict[str, Path], out: Path, compress: bool = False) -> float:
+    """Seconds to tile in this process (Dask's threaded scheduler)."""
     start = time.perf_counter()
-    with dask_client(workers) as client:
-        if client is not None:
-            client.run(load_kernel)
-        ready = time.perf_counter()
-        build_chip_store(tile_cfg(paths), out, overwrite=True, client=client)
-        return ready - start, time.perf_counter() - ready
+    build_chip_store(tile_cfg(paths, compress), out, overwrite=True)
+    return time.perf_counter() - start
+
+
+def store_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def chip_read_ms(path: Path, n: int = 300) -> float:
+    """Milliseconds to read one training chip's image, label and valid mask, in random order."""
+    store = open_chip_store(path)
+    ids = np.random.default_rng(0).permutation(store.chips("train"))[:n]
+    start = time.perf_counter()
+    for j in ids:
+        np.asarray(store.image[j]), np.asarray(store.label[j]), np.asarray(store.valid[j])
+    return (time.perf_counter() - start) / len(ids) * 1000
 
 
 def peak_rss_mb(paths: dict[str, Path], out: Path) -> float:
@@ -119,26 +132,65 @@ def speed(folder: Path, size: int, repeats: int) -> None:
     print(f"generated {size}^2 x 6 uint16 DEFLATE GeoTIFF + SCL + labels in {time.perf_counter() - t0:.0f} s")
     mpx = size**2 / 1e6
     read_blocks(paths["image"])  # warm the page cache so both sides read from memory
-    _, t_first = run_tile(paths, folder / "chips0", None)
+    t_first = run_tile(paths, folder / "chips_first")
+    shutil.rmtree(folder / "chips_first")
     print(f"first tile in this process: {t_first:.2f} s (includes loading the compiled mask kernel)")
-    rounds = []
+    rounds, sizes, reads = [], {}, {}
     for i in range(repeats):
-        os.sync()
-        t_read = read_blocks(paths["image"])
-        os.sync()
-        _, t_tile = run_tile(paths, folder / f"chips{i + 1}", None)
-        rounds.append((t_read, t_tile))
-        print(f"  round {i + 1}: rasterio block-by-block read {t_read:5.2f} s ({mpx / t_read:5.1f} Mpx/s), "
-              f"wetmap tile {t_tile:5.2f} s ({mpx / t_tile:5.1f} Mpx/s), ratio {t_read / t_tile:.2f}")
-    ratio = statistics.median(r / t for r, t in rounds)
-    print(f"wetmap tile (in-process) throughput ratio, median of {repeats}: {ratio:.2f} (target >= 0.8)")
-    os.sync()
-    s1, t1 = run_tile(paths, folder / "chips_1w", 1)
-    os.sync()
-    s2, t2 = run_tile(paths, folder / "chips_2w", 2)
-    print(f"LocalCluster 1 worker: {t1:6.2f} s; 2 workers: {t2:6.2f} s -> speed-up {t1 / t2:.2f} (target >= 1.6)")
-    print(f"  (not in those times: starting the cluster and readying its workers (imports, compiled kernel), "
-          f"{s1:.1f} s for 1 worker, {s2:.1f} s for 2; with them the speed-up is {(s1 + t1) / (s2 + t2):.2f})")
+        times = []
+        for step in ("read", "tile", "tile --compress"):
+            os.sync()
+            if step == "read":
+                times.append(read_blocks(paths["image"]))
+                continue
+            out = folder / "chips_round"
+            times.append(run_tile(paths, out, "compress" in step))
+            sizes[step] = store_mb(out)
+            if i == 0:
+                reads[step] = chip_read_ms(out)
+            shutil.rmtree(out)   # every step writes into the same free space
+        rounds.append(times)
+        t_read, t_tile, t_packed = times
+        print(f"  round {i + 1}: rasterio block-by-block read {t_read:5.2f} s ({mpx / t_read:5.1f} Mpx/s); wetmap tile "
+              f"{t_tile:5.2f} s ({mpx / t_tile:5.1f} Mpx/s), ratio {t_read / t_tile:.2f}; with --compress "
+              f"{t_packed:5.2f} s, ratio {t_read / t_packed:.2f}")
+    ratio = statistics.median(r / t for r, t, _ in rounds)
+    packed = statistics.median(r / p for r, _, p in rounds)
+    print(f"wetmap tile (in-process) throughput ratio, median of {repeats}: {ratio:.2f} (target >= 0.8); "
+          f"with --compress: {packed:.2f}")
+    print(f"  chip store: {sizes['tile']:.0f} MB; with --compress {sizes['tile --compress']:.0f} MB. Reading a "
+          f"training chip (image, label, valid) at random: {reads['tile']:.2f} ms; with --compress "
+          f"{reads['tile --compress']:.2f} ms")
+    scale_out(paths, folder, repeats)
+
+
+def scale_out(paths: dict[str, Path], folder: Path, repeats: int) -> None:
+    """(2) 1 vs 2 LocalCluster workers: both clusters up at once, their runs interleaved."""
+    # The second cluster's scheduler finds the first one's HTTP port taken and picks another.
+    warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+    start = time.perf_counter()
+    with dask_client(1) as one:
+        one.run(load_kernel)
+        up1 = time.perf_counter() - start
+        start = time.perf_counter()
+        with dask_client(2) as two:
+            two.run(load_kernel)
+            up2 = time.perf_counter() - start
+            speedups = []
+            for i in range(repeats):
+                times = []
+                for client in (one, two):
+                    os.sync()
+                    start = time.perf_counter()
+                    build_chip_store(tile_cfg(paths), folder / "chips_cluster", client=client)
+                    times.append(time.perf_counter() - start)
+                    shutil.rmtree(folder / "chips_cluster")
+                speedups.append(times[0] / times[1])
+                print(f"  round {i + 1}: LocalCluster 1 worker {times[0]:5.2f} s, 2 workers {times[1]:5.2f} s, "
+                      f"speed-up {speedups[-1]:.2f}")
+    print(f"2 workers vs 1, median of {repeats}: {statistics.median(speedups):.2f} (target >= 1.6)")
+    print(f"  (not in those times: starting each cluster and readying its workers (imports, compiled kernel): "
+          f"{up1:.1f} s for 1 worker, {up2:.1f} s for 2)")
 
 
 def memory(folder: Path) -> None:
@@ -156,7 +208,7 @@ def memory(folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved (read, tile) rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved (read, tile, tile --compress) rounds")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 4096^2 vs 16384^2 memory runs")
     parser.add_argument("--only-memory", action="store_true", help="only the memory runs")
     args = parser.parse_args()

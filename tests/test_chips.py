@@ -42,6 +42,20 @@ def test_chips_match_a_direct_read(store, sample) -> None:
             assert row["valid_fraction"] == pytest.approx(chip.valid.mean(), abs=1e-6)
 
 
+def test_compressed_store_holds_the_same_chips_and_only_kept_ones_are_written(store, sample, tmp_path: Path) -> None:
+    out = tmp_path / "lz4"
+    build_chip_store(tile_cfg(sample, compress=True), out)
+    packed = open_chip_store(out)
+    assert [c.to_dict()["name"] for c in packed.image.compressors] == ["blosc"]
+    assert not store.image.compressors   # the default: image chips stored raw
+    assert (packed.image[:] == store.image[:]).all() and (packed.valid[:] == store.valid[:]).all()
+    for s in (store, packed):   # one image chunk file per kept chip; dropped chips read as fill
+        files = sorted(int(f.name.split(".")[1]) for f in (s.path / "chips.zarr" / "image").glob("c.*"))
+        assert files == sorted(s.index.loc[s.index["kept"], "chip"]) and len(files) < len(s.index)
+        dropped = s.index.loc[~s.index["kept"], "chip"].to_numpy()
+        assert (s.image[:][dropped] == 0).all() and not s.valid[:][dropped].any()
+
+
 def test_split_is_spatial_and_no_chip_straddles(store) -> None:
     kept = store.index[store.index["kept"]]
     assert set(kept["split"]) <= {"train", "val"} and {"train", "val"} <= set(kept["split"])

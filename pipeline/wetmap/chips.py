@@ -317,12 +317,12 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         group = zarr.open_group(store, mode="w")
         # Image: one chunk (file) per chip, for training's random reads. Not sharded: Zarr builds
         # each shard in fresh memory, and the page faults cost more than the extra files
-        # (bench_tile.py ran at 0.64 of the read rate sharded, 0.74 not). Labels and valid masks:
+        # (bench_tile.py, LZ4 chips: 0.64 of the read rate sharded, 0.74 not). Labels and valid masks:
         # one chunk per task's batch. Chunk files side by side: no directory per chunk.
         compressors = [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
         n, s, cols = len(tiles), cfg.size, CHIPS_PER_TASK
-        group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s),
-                           dtype=dtype, fill_value=0, compressors=compressors, chunk_key_encoding=FLAT_KEYS)
+        group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s), dtype=dtype, fill_value=0,
+                           compressors=compressors if cfg.compress else None, chunk_key_encoding=FLAT_KEYS)
         for name, dtype_, fill in (("label", "uint8", LABEL_UNKNOWN), ("valid", "bool", False)):
             group.create_array(name, shape=(n, s, s), chunks=(cols, s, s), dtype=dtype_, fill_value=fill,
                                compressors=compressors, chunk_key_encoding=FLAT_KEYS)
@@ -344,6 +344,7 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
             "format": "wetmap-chips/1", "wetmap": __version__, "inputs": asdict(inputs),
             "crs": grid.crs.to_wkt(), "transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height,
             "size": cfg.size, "overlap": cfg.overlap, "min_valid": cfg.min_valid, "seed": cfg.seed,
+            "compress": cfg.compress,
             "split": cfg.split.model_dump(mode="json"), "chips": counts, "tiles": len(all_tiles),
             "dropped_buffer": sum(1 for r in rows if r["split"] == BUFFER), "stats": stats,
         }

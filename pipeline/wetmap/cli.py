@@ -72,17 +72,20 @@ def _scale_options(fn):
 @click.option("--overlap", type=int, help="Overlap between neighbouring chips in pixels (default 32).")
 @click.option("--min-valid", type=float, help="Skip chips with a smaller clear, labelled fraction (default 0.5).")
 @click.option("--split-regions", type=click.Path(path_type=Path), help="Split by the regions of this file instead of by block.")
+@click.option("--compress/--no-compress", default=None,
+              help="LZ4-compress the image chips: a smaller store, slower tiling (default: no).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Tiling YAML (see configs/tile.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing chip store.")
 @_scale_options
 @overrides_option
 def tile(image: Path | None, labels: Path | None, clouds: Path | None, output: Path, size: int | None,
-         overlap: int | None, min_valid: float | None, split_regions: Path | None, config_path: Path | None,
-         overwrite: bool, workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
+         overlap: int | None, min_valid: float | None, split_regions: Path | None, compress: bool | None,
+         config_path: Path | None, overwrite: bool, workers: int | None, scheduler: str | None,
+         overrides: tuple[str, ...]) -> None:
     """Cut training chips (image, label, valid mask) into a Zarr chip store, with Dask."""
     extra = config.parse_overrides(overrides)
     for key, value in (("image", image), ("labels", labels), ("clouds", clouds), ("size", size),
-                       ("overlap", overlap), ("min_valid", min_valid)):
+                       ("overlap", overlap), ("min_valid", min_valid), ("compress", compress)):
         if value is not None:
             extra[key] = str(value) if isinstance(value, Path) else value
     if split_regions is not None:
