@@ -2,9 +2,9 @@
 pass, which also counts the chip's valid and wetland pixels and sums its bands over them.
 
 Why compiled: in numpy this took five passes with temporaries (any band no data, label known,
-combine, two sums weighted by the mask in float64) and cost a third as much as reading the image;
-here each row of the chip is visited once per band, and the GIL is released so that the other
-threads keep decoding and writing meanwhile.
+combine, two sums weighted by the mask in float64), about a third of the image's decoding time in
+a profile of `wetmap tile`; here each row of the chip is visited once per band, and the GIL is
+released so that the other threads keep decoding and writing meanwhile.
 """
 
 from __future__ import annotations

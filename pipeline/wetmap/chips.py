@@ -316,9 +316,10 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         store = str(tmp / STORE)
         group = zarr.open_group(store, mode="w")
         # Image: one chunk (file) per chip, for training's random reads. Not sharded: Zarr builds
-        # each shard in fresh memory, and the page faults cost more than the extra files
-        # (bench_tile.py, LZ4 chips: 0.64 of the read rate sharded, 0.74 not). Labels and valid masks:
-        # one chunk per task's batch. Chunk files side by side: no directory per chunk.
+        # each shard in fresh memory, and the page faults cost more than the extra files (an A/B
+        # run of the benchmark's tiling with LZ4 chips: 0.64 of the read rate sharded, 0.74 not).
+        # Labels and valid masks: one chunk per task's batch. Chunk files side by side: no
+        # directory per chunk.
         compressors = [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
         n, s, cols = len(tiles), cfg.size, CHIPS_PER_TASK
         group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s), dtype=dtype, fill_value=0,
