@@ -6,17 +6,14 @@ import numpy as np
 import pytest
 
 from wetmap.chipmask import mask_chip
+from wetmap.cloud import nodata_valid
 
 UNKNOWN = 255
 
 
 def reference(raw: np.ndarray, label: np.ndarray, clear: np.ndarray, nodata: float | None):
-    bad = np.zeros(raw.shape[1:], bool)
-    if raw.dtype.kind == "f":
-        bad |= np.isnan(raw).any(0)
-    if nodata is not None and not np.isnan(nodata):
-        bad |= (raw == nodata).any(0)
-    known = ~bad & (label != UNKNOWN)
+    """The rules in numpy: no data as `cloud.nodata_valid` (prediction's definition) has it."""
+    known = nodata_valid(raw, nodata) & (label != UNKNOWN)
     valid = known & clear
     x = raw[:, valid].astype(np.float64)
     return np.where(known, label, UNKNOWN), valid, x.sum(1), (x * x).sum(1)

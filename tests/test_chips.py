@@ -149,10 +149,12 @@ def test_tile_cli_errors(monkeypatch, capsys, sample, tmp_path: Path) -> None:
 
 def test_tile_cli_runs(monkeypatch, capsys, sample, tmp_path: Path) -> None:
     args = ["tile", "--image", sample.scene_a, "--labels", sample.wetlands, "--clouds", sample.scene_a_scl,
-            "-o", tmp_path / "chips", "--size", "64", "--overlap", "0", "--set", "split.block=128"]
+            "-o", tmp_path / "chips", "--size", "64", "--overlap", "0", "--set", "split.block=128", "--compress"]
     assert run_cli(args, monkeypatch) == 0
     assert "chips kept" in capsys.readouterr().out
     assert (tmp_path / "chips" / "chips.zarr").is_dir() and (tmp_path / "chips" / "chips.gpkg").exists()
+    store = open_chip_store(tmp_path / "chips")
+    assert store.meta["compress"] and store.image.compressors
 
 
 def test_open_lazy_is_dask_backed_on_file_blocks(sample) -> None:

@@ -26,6 +26,7 @@ def grid(width=64, height=48, x0=600_000.0, y0=5_900_000.0, res=10.0, crs=UTM) -
 def test_scl_decoding_default_classes() -> None:
     scl = np.arange(12, dtype=np.uint8)
     assert scl_valid(scl).tolist() == [False, False, True, False, True, True, True, True, False, False, False, True]
+    assert (scl_valid(scl.astype(np.uint16)) == scl_valid(scl)).all(), "lookup table (bytes) and np.isin agree"
 
 
 def test_qa_pixel_bits() -> None:

@@ -16,7 +16,8 @@ from wetmap.cluster import dask_client
 from wetmap.config import PredictConfig
 from wetmap.io.raster import Grid, write_raster
 from wetmap.model import Bundle
-from wetmap.predict import predict_mosaic
+from wetmap.predict import Scene, predict_mosaic, predict_part
+from wetmap.tiling import TileGrid
 
 from conftest import run_cli
 
@@ -153,3 +154,20 @@ def test_strip_reader_serves_exactly_the_pixels_of_each_window(tmp_path: Path) -
         for tile in TileGrid(301, 283, 100, 30):
             assert np.array_equal(reader.read(tile.window), read_window(src, tile.window, [3, 1]))
         assert len(reader.strips) <= 3, "only the strips the last window touched are kept"
+
+
+def test_worker_reloads_a_bundle_retrained_at_the_same_path(bundle_path: Path, sample, tmp_path: Path) -> None:
+    """Workers keep loaded models between tasks; a new bundle written over the old path is a new model."""
+    path = tmp_path / "model.pt"
+    payload = torch.load(bundle_path, weights_only=False)
+    torch.save(payload, path)
+    with rasterio.open(sample.scene_a) as src:
+        grid = Grid.of(src)
+    scenes, cfg = [Scene(str(sample.scene_a), None)], PredictConfig(tile_size=64, overlap=16, device="cpu")
+    rows = TileGrid(grid.width, grid.height, 64, 16).shape[0]
+    _, first, _ = predict_part(str(path), scenes, grid, cfg, 0, rows)
+    payload["state_dict"] = {k: torch.zeros_like(v) if v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()}
+    torch.save(payload, path)   # "retrained": every weight zero, so every pixel gets one class
+    _, second, _ = predict_part(str(path), scenes, grid, cfg, 0, rows)
+    assert len(np.unique(first[first != 255])) == 2 and len(np.unique(second[second != 255])) == 1
