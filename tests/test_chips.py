@@ -6,11 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import zarr
 from rasterio.windows import Window
 
 from conftest import run_cli
 from wetmap import config
-from wetmap.chips import ChipInputs, ChipReader, build_chip_store, open_chip_store, split_by_blocks
+from wetmap.chips import (FLAT_KEYS, ChipInputs, ChipReader, _raw_chunk_folder, _store_chunks, build_chip_store,
+                          open_chip_store, split_by_blocks)
 from wetmap.cluster import dask_client
 from wetmap.io.raster import Grid, open_lazy, stack_bands, write_raster
 from wetmap.tiling import TileGrid
@@ -48,12 +50,33 @@ def test_compressed_store_holds_the_same_chips_and_only_kept_ones_are_written(st
     packed = open_chip_store(out)
     assert [c.to_dict()["name"] for c in packed.image.compressors] == ["blosc"]
     assert not store.image.compressors   # the default: image chips stored raw
-    assert (packed.image[:] == store.image[:]).all() and (packed.valid[:] == store.valid[:]).all()
+    assert len(store.index) % 16, "the last batch is short, so the raw labels' last chunk is padded"
+    for name in ("image", "label", "valid"):
+        assert (getattr(packed, name)[:] == getattr(store, name)[:]).all(), name
     for s in (store, packed):   # one image chunk file per kept chip; dropped chips read as fill
         files = sorted(int(f.name.split(".")[1]) for f in (s.path / "chips.zarr" / "image").glob("c.*"))
         assert files == sorted(s.index.loc[s.index["kept"], "chip"]) and len(files) < len(s.index)
         dropped = s.index.loc[~s.index["kept"], "chip"].to_numpy()
         assert (s.image[:][dropped] == 0).all() and not s.valid[:][dropped].any()
+
+
+@pytest.mark.parametrize(("dtype", "shape", "chunks"), [("uint16", (5, 3, 4, 4), (1, 3, 4, 4)),
+                                                       ("bool", (6, 4, 4), (4, 4, 4)), ("uint8", (3, 4, 4), (2, 4, 4))])
+def test_raw_chunks_written_as_files_are_what_zarr_writes(tmp_path: Path, dtype, shape, chunks) -> None:
+    """The tiler writes raw chunks as plain files: byte for byte Zarr's own, short edge chunk included."""
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    made = {name: group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=1,
+                                     compressors=None, chunk_key_encoding=FLAT_KEYS) for name in ("ours", "zarrs")}
+    data = np.random.default_rng(0).integers(0, 2 if dtype == "bool" else 3000, shape).astype(dtype)
+    assert _raw_chunk_folder(made["ours"]) == tmp_path / "s.zarr" / "ours"
+    _store_chunks(made["ours"], 0, data)
+    made["zarrs"][:] = data
+    files = {name: {f.name: f.read_bytes() for f in (tmp_path / "s.zarr" / name).glob("c.*")} for name in made}
+    assert len(files["ours"]) == -(-shape[0] // chunks[0]) and files["ours"] == files["zarrs"]
+    assert (zarr.open_array(str(tmp_path / "s.zarr" / "ours"), mode="r")[:] == data).all()
+    packed = group.create_array("packed", shape=shape, chunks=chunks, dtype=dtype,
+                                compressors=[zarr.codecs.BloscCodec(cname="lz4")])
+    assert _raw_chunk_folder(packed) is None   # compressed chunks go through Zarr
 
 
 def test_split_is_spatial_and_no_chip_straddles(store) -> None:

@@ -32,6 +32,7 @@ import rasterio
 import shapely
 import zarr
 from rasterio.windows import Window
+from zarr.codecs.bytes import Endian
 
 from wetmap import __version__
 from wetmap.chipmask import ChipCounts, mask_chip
@@ -219,10 +220,8 @@ def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window,
                min_valid: float) -> list[dict[str, Any]]:
     """Read, filter and store a batch of consecutive chips; return their index rows and sums.
 
-    Chips are decoded straight into the batch's arrays. Labels and valid masks are stored one
-    chunk per batch (they compress ~100x, and every Zarr chunk costs ~0.5 ms of Python), the
-    image one chunk per chip, for training's random reads; image chunks of chips that are not
-    kept are never written (they read as fill).
+    Chips are decoded straight into the batch's arrays; the chunks that hold no kept chip are
+    never written (they read as fill).
     """
     first = jobs[0][0]
     assert [j[0] for j in jobs] == list(range(first, first + len(jobs))), "a batch's chips are consecutive"
@@ -245,16 +244,63 @@ def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window,
             if not keep:
                 label[k], valid[k] = LABEL_UNKNOWN, False
             rows.append(row)
-        if any(r["kept"] for r in rows):
-            span = slice(first, first + len(jobs))
-            arrays["label"][span], arrays["valid"][span] = label, valid
-            k = 0
-            for keep, run in itertools.groupby(r["kept"] for r in rows):
-                n = len(list(run))
-                if keep:
-                    arrays["image"][first + k:first + k + n] = image[k:k + n]
-                k += n
+        kept = [r["kept"] for r in rows]
+        for name, data in (("image", image), ("label", label), ("valid", valid)):
+            _store_kept(arrays[name], first, data, kept)
     return rows
+
+
+def _raw_chunk_folder(array: zarr.Array) -> Path | None:
+    """Where `array` keeps its chunk files, if it stores them raw in a local folder; else None.
+
+    A raw chunk (Zarr v3's `bytes` codec alone, little endian or single bytes) is a file holding
+    the whole chunk's bytes in C order, named by the array's chunk key encoding.
+    """
+    codecs = array.metadata.codecs
+    if (isinstance(array.store, zarr.storage.LocalStore) and len(codecs) == 1
+            and isinstance(codecs[0], zarr.codecs.BytesCodec) and codecs[0].endian in (Endian.little, None)):
+        return Path(array.store.root) / array.path
+    return None
+
+
+def _store_chunks(array: zarr.Array, start: int, data: np.ndarray) -> None:
+    """Store `data` at positions `start`... of `array`'s first axis: whole chunks of it.
+
+    Raw chunks are written as plain files by the calling thread, which releases the GIL while it
+    writes. Through zarr-python, every chunk cost ~0.6 ms of Python in Zarr's one event-loop
+    thread, a fresh buffer and a temporary file renamed into place, and the tiler's two threads
+    spent about a third of the run waiting on it (an A/B run of bench_tile.py's tiling, 6 rounds:
+    0.93 of the read rate with plain files, 0.68 through Zarr). Compressed chunks go through Zarr.
+    """
+    folder = _raw_chunk_folder(array)
+    if folder is None:
+        array[start:start + len(data)] = data
+        return
+    step = array.chunks[0]
+    assert start % step == 0 and data.shape[1:] == array.chunks[1:], "whole chunks"
+    little = data.dtype.newbyteorder("<")
+    for k in range(0, len(data), step):
+        chunk = data[k:k + step]
+        if len(chunk) < step:   # the array's last chunk, which Zarr stores at full size
+            pad = np.full((step - len(chunk), *chunk.shape[1:]), array.fill_value, chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        key = array.metadata.encode_chunk_key(((start + k) // step,) + (0,) * (data.ndim - 1))
+        (folder / key).write_bytes(np.ascontiguousarray(chunk, dtype=little))
+
+
+def _store_kept(array: zarr.Array, first: int, data: np.ndarray, kept: Sequence[bool]) -> None:
+    """Store the chunks of a batch (positions `first`... of `array`) that hold a kept chip.
+
+    Chunks with none are never written: they read as the fill value (no data, unknown, invalid).
+    """
+    step = array.chunks[0]
+    flags = [any(kept[k:k + step]) for k in range(0, len(data), step)]
+    k = 0
+    for keep, run in itertools.groupby(flags):
+        n = len(list(run)) * step
+        if keep:
+            _store_chunks(array, first + k, data[k:k + n])
+        k += n
 
 
 def _stats(rows: list[dict[str, Any]], bands: Sequence[str]) -> dict[str, Any]:
@@ -315,18 +361,23 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
     try:
         store = str(tmp / STORE)
         group = zarr.open_group(store, mode="w")
-        # Image: one chunk (file) per chip, for training's random reads. Not sharded: Zarr builds
-        # each shard in fresh memory, and the page faults cost more than the extra files (an A/B
-        # run of the benchmark's tiling with LZ4 chips: 0.64 of the read rate sharded, 0.74 not).
-        # Labels and valid masks: one chunk per task's batch. Chunk files side by side: no
-        # directory per chunk.
-        compressors = [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
-        n, s, cols = len(tiles), cfg.size, CHIPS_PER_TASK
+        # Image: one chunk (file) per chip, for training's random reads. Labels and valid masks:
+        # one chunk per task's batch; fewer files was faster here, whether the chunks are raw
+        # (an A/B run: 0.96 of the read rate against 0.70 with three files per chip) or
+        # compressed (they compress ~100x, and every Zarr chunk costs Python in Zarr's one I/O
+        # thread). Raw by default: a chip store is scratch space on local disk, and raw chunks
+        # are written as plain files (`_store_chunks`); `compress` gives LZ4 through Zarr. Not
+        # sharded: Zarr builds each shard in fresh memory, and the page faults cost more than the
+        # extra files (an A/B run of the benchmark's tiling with LZ4 chips: 0.64 of the read rate
+        # sharded, 0.74 not). Chunk files side by side: no directory per chunk.
+        codecs = {"compressors": [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
+                  if cfg.compress else None, "chunk_key_encoding": FLAT_KEYS}
+        n, s = len(tiles), cfg.size
         group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s), dtype=dtype, fill_value=0,
-                           compressors=compressors if cfg.compress else None, chunk_key_encoding=FLAT_KEYS)
+                           **codecs)
         for name, dtype_, fill in (("label", "uint8", LABEL_UNKNOWN), ("valid", "bool", False)):
-            group.create_array(name, shape=(n, s, s), chunks=(cols, s, s), dtype=dtype_, fill_value=fill,
-                               compressors=compressors, chunk_key_encoding=FLAT_KEYS)
+            group.create_array(name, shape=(n, s, s), chunks=(CHIPS_PER_TASK, s, s), dtype=dtype_, fill_value=fill,
+                               **codecs)
         all_tiles = list(tiles)
         batches: dict[int, list[tuple[int, Window, str]]] = {}
         for i, (tile, split) in enumerate(zip(all_tiles, splits)):

@@ -73,7 +73,7 @@ def _scale_options(fn):
 @click.option("--min-valid", type=float, help="Skip chips with a smaller clear, labelled fraction (default 0.5).")
 @click.option("--split-regions", type=click.Path(path_type=Path), help="Split by the regions of this file instead of by block.")
 @click.option("--compress/--no-compress", default=None,
-              help="LZ4-compress the image chips: a smaller store, slower tiling (default: no).")
+              help="LZ4-compress the chips: a store about half the size, slower tiling (default: no).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Tiling YAML (see configs/tile.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing chip store.")
 @_scale_options

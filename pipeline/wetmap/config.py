@@ -72,9 +72,9 @@ class TileConfig(Strict):
     overlap: int = Field(32, ge=0)
     min_valid: float = Field(0.5, ge=0.0, le=1.0)
     seed: int = 0
-    # LZ4-compress the image chips: a store ~40% smaller, but slower tiling and slower random
-    # reads in training (bench_tile.py prints all three). Off by default: a chip store is
-    # scratch space on local disk, read at random by training.
+    # LZ4-compress the chips (image, labels, valid masks): a store about half the size, but
+    # slower tiling and slower random reads in training (bench_tile.py prints all three). Off by
+    # default: a chip store is scratch space on local disk, read at random by training.
     compress: bool = False
     split: SplitConfig = Field(default_factory=SplitConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
