@@ -87,8 +87,11 @@ def tile_cfg(paths: dict[str, Path], compress: bool = False) -> config.TileConfi
                                             "compress": compress, "split": {"block": 2048}})
 
 
-def load_kernel() -> None:
-    """What a process does once, on its first chip: load the compiled mask kernel (for uint16)."""
+def ready_worker() -> None:
+    """What a worker process does once, on its first chip: import the tiler (Zarr, rasterio,
+    GeoPandas: ~1 s) and load the compiled mask kernel (for uint16)."""
+    import wetmap.chips  # noqa: F401  (a task names `wetmap.chips._cut_batch`; this imports it first)
+
     mask_chip(np.zeros((1, 1, 1), np.uint16), np.zeros((1, 1), np.uint8), np.ones((1, 1), bool), 0, LABEL_UNKNOWN)
 
 
@@ -168,7 +171,7 @@ def timed_on_cluster(paths: dict[str, Path], folder: Path, workers: int) -> tupl
     """(seconds to start a LocalCluster of `workers` and ready them, seconds of one tile on it)."""
     start = time.perf_counter()
     with dask_client(workers) as client:
-        client.run(load_kernel)
+        client.run(ready_worker)
         ready = time.perf_counter() - start
         os.sync()
         start = time.perf_counter()
