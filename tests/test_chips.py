@@ -49,7 +49,8 @@ def test_compressed_store_holds_the_same_chips_and_only_kept_ones_are_written(st
     build_chip_store(tile_cfg(sample, compress=True), out)
     packed = open_chip_store(out)
     assert [c.to_dict()["name"] for c in packed.image.compressors] == ["blosc"]
-    assert not store.image.compressors   # the default: image chips stored raw
+    assert not store.image.compressors   # the default: chips stored raw, written as plain files
+    assert all(_raw_chunk_folder(getattr(store, name)) is not None for name in ("image", "label", "valid"))
     assert len(store.index) % 16, "the last batch is short, so the raw labels' last chunk is padded"
     for name in ("image", "label", "valid"):
         assert (getattr(packed, name)[:] == getattr(store, name)[:]).all(), name
