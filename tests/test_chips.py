@@ -59,6 +59,7 @@ def test_compressed_store_holds_the_same_chips_and_only_kept_ones_are_written(st
         assert files == sorted(s.index.loc[s.index["kept"], "chip"]) and len(files) < len(s.index)
         dropped = s.index.loc[~s.index["kept"], "chip"].to_numpy()
         assert (s.image[:][dropped] == 0).all() and not s.valid[:][dropped].any()
+        assert (s.label[:][dropped] == 255).all()   # also where a batch chunk holds kept chips
 
 
 @pytest.mark.parametrize(("dtype", "shape", "chunks"), [("uint16", (5, 3, 4, 4), (1, 3, 4, 4)),
