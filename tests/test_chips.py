@@ -11,6 +11,7 @@ from rasterio.windows import Window
 
 from conftest import run_cli
 from wetmap import config
+from wetmap.config import DEFAULT_BANDS, CloudConfig
 from wetmap.chips import (FLAT_KEYS, ChipInputs, ChipReader, _raw_chunk_folder, _store_chunks, build_chip_store,
                           open_chip_store, split_by_blocks)
 from wetmap.cluster import dask_client
@@ -34,7 +35,7 @@ def store(sample, tmp_path_factory):
 def test_chips_match_a_direct_read(store, sample) -> None:
     index = store.index[store.index["kept"]]
     assert len(index) > 0
-    with ChipReader(ChipInputs(str(sample.scene_a), str(sample.labels), str(sample.scene_a_scl))) as reader:
+    with ChipReader(ChipInputs.of(sample.scene_a, sample.labels, sample.scene_a_scl, DEFAULT_BANDS, CloudConfig())) as reader:
         for _, row in index.head(5).iterrows():
             tile = list(TileGrid(reader.grid.width, reader.grid.height, 64, 16))[row["chip"]]
             chip = reader.read(tile.window)

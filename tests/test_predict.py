@@ -163,7 +163,7 @@ def test_worker_reloads_a_bundle_retrained_at_the_same_path(bundle_path: Path, s
     torch.save(payload, path)
     with rasterio.open(sample.scene_a) as src:
         grid = Grid.of(src)
-    scenes, cfg = [Scene(str(sample.scene_a), None)], PredictConfig(tile_size=64, overlap=16, device="cpu")
+    scenes, cfg = [Scene.open(sample.scene_a)], PredictConfig(tile_size=64, overlap=16, device="cpu")
     rows = TileGrid(grid.width, grid.height, 64, 16).shape[0]
     _, first, _ = predict_part(str(path), scenes, grid, cfg, 0, rows)
     payload["state_dict"] = {k: torch.zeros_like(v) if v.is_floating_point() else v

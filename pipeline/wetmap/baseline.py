@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from wetmap.cloud import CloudMask, nodata_valid
-from wetmap.io.raster import Grid, band_indexes, open_raster, read_window
+from wetmap.cloud import CloudMask
 from wetmap.io.vector import open_labels
 from wetmap.metrics import class_scores
+from wetmap.scenes import SceneReader, open_scene, resolve_mask, scene_grid
 from wetmap.tiling import blocks
 
 
@@ -39,17 +39,22 @@ def best_threshold_dice(values: np.ndarray, truth: np.ndarray, steps: int = 256)
 
 
 def best_index_dice(image: str | Path, clouds: str | Path | None, labels: str | Path) -> dict[str, float]:
-    """Best single-threshold Dice of NDVI, NDWI and MNDWI on the clear, labelled pixels."""
-    with open_raster(image) as src:
-        b03, b04, b08, b11 = band_indexes(src, ["B03", "B04", "B08", "B11"])
-        grid = Grid.of(src)
-        truth = open_labels(labels, grid, image_name=image)
-        mask = CloudMask(clouds, grid, image_name=image) if clouds else None
+    """Best single-threshold Dice of NDVI, NDWI and MNDWI on the clear, labelled pixels.
+
+    `image` is any scene form (wetmap.scenes); `clouds` a mask file, "none", or None for its own.
+    """
+    spec = open_scene(image)
+    bands = spec.select(["B03", "B04", "B08", "B11"])
+    grid = scene_grid(bands)
+    mask_source = resolve_mask(spec, str(clouds) if clouds else None)
+    with SceneReader(bands, grid) as reader:
+        truth = open_labels(labels, grid, image_name=spec.source)
+        mask = CloudMask(mask_source.path, grid, kind=mask_source.kind) if mask_source else None
         parts: dict[str, list[np.ndarray]] = {"NDVI": [], "NDWI": [], "MNDWI": [], "truth": []}
         for window in blocks(grid.width, grid.height, 1024):
-            x = read_window(src, window, [b03, b04, b08, b11]).astype(np.float32)
+            x, ok = reader.read(window)
             y = truth.read(window)
-            ok = nodata_valid(x, src.nodata) & (y != 255)
+            ok &= y != 255
             if mask is not None:
                 ok &= mask.valid(window)
             green, red, nir, swir = (band[ok] for band in x)

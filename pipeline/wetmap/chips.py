@@ -21,7 +21,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ from wetmap.chipmask import ChipCounts, mask_chip
 from wetmap.cloud import CloudMask
 from wetmap.config import DEFAULT_BANDS, CloudConfig, TileConfig
 from wetmap.errors import WetmapError
-from wetmap.io.raster import Grid, band_indexes, open_raster, read_window
+from wetmap.io.raster import Grid
 from wetmap.io.vector import open_labels, read_polygons
+from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
+from wetmap.scenes.check import scene_info
 from wetmap.tiling import Tile, TileGrid
 
 LABEL_UNKNOWN = 255
@@ -56,55 +58,74 @@ FLAT_KEYS = {"name": "default", "separator": "."}
 class ChipInputs:
     """What a chip is cut from; small and picklable, so Dask workers can open it themselves."""
 
-    image: str
+    scene: SceneSpec
     labels: str
-    clouds: str | None = None
+    mask: MaskSource | None = None
     bands: tuple[str, ...] = tuple(DEFAULT_BANDS)
     scl_invalid: tuple[int, ...] = tuple(CloudConfig().scl_invalid)
     dilate: int = 0
 
     @classmethod
     def of(cls, image: str | Path, labels: str | Path, clouds: str | Path | None, bands: Sequence[str],
-           cloud: CloudConfig) -> ChipInputs:
-        return cls(str(image), str(labels), str(clouds) if clouds else None, tuple(bands),
+           cloud: CloudConfig, band_names: Sequence[str] | None = None) -> ChipInputs:
+        """`image`: any scene form; `clouds`: a mask file, "none", or None for the product's own."""
+        scene = open_scene(image, band_names)
+        return cls(scene, str(labels), resolve_mask(scene, str(clouds) if clouds else None), tuple(bands),
                    tuple(cloud.scl_invalid), cloud.dilate)
 
     @property
     def cloud(self) -> CloudConfig:
         return CloudConfig(scl_invalid=list(self.scl_invalid), dilate=self.dilate)
 
+    def describe(self) -> dict[str, Any]:
+        """The inputs as chips.json records them."""
+        selected = self.scene.select(self.bands)
+        return {"scene": self.scene.describe(), "labels": self.labels,
+                "clouds": self.mask.describe() if self.mask else None, "bands": list(self.bands),
+                "read_from": [f"{b.name}: {b.label} ({b.path})" for b in selected],
+                "scl_invalid": list(self.scl_invalid), "dilate": self.dilate}
+
 
 @dataclass
 class Chip:
-    raw: np.ndarray     # (C,h,w) band values as stored in the image
+    raw: np.ndarray     # (C,h,w) reflectance x 10000 (the file's own values when it needs no rescaling)
     label: np.ndarray   # (h,w) uint8; 255 where the label is unknown or the image is no data
     valid: np.ndarray   # (h,w) bool: clear (not cloud / shadow / no data) and labelled
 
 
 class ChipReader:
-    """Image, labels and clouds opened once, read window by window on the image grid."""
+    """Scene bands, labels and clouds opened once, read window by window on the scene's grid."""
 
     def __init__(self, inputs: ChipInputs) -> None:
         self.inputs = inputs
-        self.src = open_raster(inputs.image)
-        self.indexes = band_indexes(self.src, list(inputs.bands))
-        self.grid = Grid.of(self.src)
-        self.labels = open_labels(inputs.labels, self.grid, image_name=inputs.image, unknown=LABEL_UNKNOWN)
-        self.clouds = (CloudMask(inputs.clouds, self.grid, inputs.cloud, image_name=inputs.image)
-                       if inputs.clouds else None)
+        bands = inputs.scene.select(inputs.bands)
+        self.grid = scene_grid(bands)
+        self.scene = SceneReader(bands, self.grid)
+        self.dtype = self.scene.dtype
+        self.n_bands = len(bands)
+        try:
+            name = inputs.scene.source
+            self.labels = open_labels(inputs.labels, self.grid, image_name=name, unknown=LABEL_UNKNOWN)
+            self.clouds = (CloudMask(inputs.mask.path, self.grid, inputs.cloud, kind=inputs.mask.kind, image_name=name)
+                           if inputs.mask else None)
+        except BaseException:
+            self.scene.close()
+            raise
 
     def read_into(self, window: Window, raw: np.ndarray, label: np.ndarray, valid: np.ndarray) -> ChipCounts:
         """Read `window` into (C,h,w), (h,w) and (h,w) arrays (views into a batch are fine:
         the image is decoded straight into them), masked by `mask_chip`."""
-        read_window(self.src, window, self.indexes, out=raw)
+        ok = self.scene.read_into(window, raw)
         label[...] = self.labels.read(window)
         valid[...] = self.clouds.valid(window) if self.clouds is not None else True
-        return mask_chip(raw, label, valid, self.src.nodata, LABEL_UNKNOWN)
+        if ok is not None:   # a rescaled scene says itself where it has no data
+            label[~ok] = LABEL_UNKNOWN
+            valid &= ok
+        return mask_chip(raw, label, valid, self.scene.nodata, LABEL_UNKNOWN)
 
     def read(self, window: Window) -> Chip:
         shape = (int(window.height), int(window.width))
-        chip = Chip(np.empty((len(self.indexes), *shape), self.src.dtypes[0]), np.empty(shape, np.uint8),
-                    np.empty(shape, bool))
+        chip = Chip(np.empty((self.n_bands, *shape), self.dtype), np.empty(shape, np.uint8), np.empty(shape, bool))
         self.read_into(window, chip.raw, chip.label, chip.valid)
         return chip
 
@@ -112,7 +133,7 @@ class ChipReader:
         self.labels.close()
         if self.clouds is not None:
             self.clouds.close()
-        self.src.close()
+        self.scene.close()
 
     def __enter__(self) -> ChipReader:
         return self
@@ -228,7 +249,7 @@ def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window,
     with rasterio.Env(GDAL_CACHEMAX=TILE_CACHE_MB):
         reader = _reader(inputs)
         arrays = _store_arrays(store)
-        image = np.zeros((len(jobs), len(reader.indexes), size, size), arrays["image"].dtype)
+        image = np.zeros((len(jobs), reader.n_bands, size, size), arrays["image"].dtype)
         label = np.full((len(jobs), size, size), LABEL_UNKNOWN, np.uint8)
         valid = np.zeros((len(jobs), size, size), bool)
         rows = []
@@ -333,6 +354,7 @@ def _replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
 @dataclass
 class ChipStoreSummary:
     path: Path
+    inputs: ChipInputs
     chips: dict[str, int]
     tiles: int
     mean: list[float]
@@ -345,9 +367,9 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
     out = Path(out)
     if out.exists() and not overwrite:
         raise WetmapError("output folder exists; pass --overwrite to replace it", out)
-    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud)
+    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names)
     with ChipReader(inputs) as reader:  # validates every input here, before any work is sent out
-        grid, dtype, n_bands = reader.grid, reader.src.dtypes[0], len(reader.indexes)
+        grid, dtype, n_bands = reader.grid, reader.dtype, reader.n_bands
     tiles = TileGrid(grid.width, grid.height, cfg.size, cfg.overlap)
     if cfg.split.regions is not None:
         splits = split_by_regions(tiles, grid, cfg.split.regions, cfg.split.region_field, cfg.split.val,
@@ -393,7 +415,8 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         _write_index(tmp / INDEX, rows, all_tiles, grid)
         counts = {name: sum(1 for r in rows if r["kept"] and r["split"] == name) for name in SPLITS}
         meta = {
-            "format": "wetmap-chips/1", "wetmap": __version__, "inputs": asdict(inputs),
+            "format": "wetmap-chips/1", "wetmap": __version__, "inputs": inputs.describe(),
+            "scene": scene_info(inputs.scene),
             "crs": grid.crs.to_wkt(), "transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height,
             "size": cfg.size, "overlap": cfg.overlap, "min_valid": cfg.min_valid, "seed": cfg.seed,
             "compress": cfg.compress,
@@ -405,7 +428,7 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return ChipStoreSummary(out, counts, len(all_tiles), stats["mean"], stats["std"])
+    return ChipStoreSummary(out, inputs, counts, len(all_tiles), stats["mean"], stats["std"])
 
 
 def _write_index(path: Path, rows: list[dict[str, Any]], tiles: list[Tile], grid: Grid) -> None:

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from wetmap import __version__, config
-from wetmap.errors import EXIT_BAD_INPUT, WetmapError
+from wetmap.errors import EXIT_BAD_INPUT, WetmapError, WetmapWarning
 
-console = Console(stderr=False, highlight=False)
+console = Console(stderr=False, highlight=False, soft_wrap=True)  # long paths stay on one line in logs
 
 
 def _quiet_libraries() -> None:
@@ -63,10 +63,22 @@ def _scale_options(fn):
     return click.option("--workers", type=click.IntRange(1, 512), help="Run on a local Dask cluster of N processes.")(fn)
 
 
+SCENE_HELP = ("A scene: GeoTIFF / COG / VRT, Sentinel-2 SAFE folder or .zip, Landsat C2 folder or MTL, "
+              "STAC item (file or URL), folder of band files; local, s3:// or https://.")
+CLOUDS_HELP = ("Cloud mask: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster; 'none' for no mask "
+               "(default: the product's own SCL / QA_PIXEL, if it has one).")
+bands_option = click.option("--bands", "band_names", metavar="B02,B03,...",
+                            help="Name a stacked raster's bands, in order (for files without band descriptions).")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [b.strip() for b in text.split(",") if b.strip()] if text else None
+
+
 @cli.command()
-@click.option("--image", type=click.Path(path_type=Path), help="Scene raster (GeoTIFF, COG, VRT).")
-@click.option("--labels", type=click.Path(path_type=Path), help="Label raster (any grid / CRS) or wetland polygons.")
-@click.option("--clouds", type=click.Path(path_type=Path), help="Cloud mask: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster.")
+@click.option("--image", help=SCENE_HELP)
+@click.option("--labels", help="Label raster (any grid / CRS) or wetland polygons.")
+@click.option("--clouds", help=CLOUDS_HELP)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Chip store folder.")
 @click.option("--size", type=int, help="Chip size in pixels (default 256).")
 @click.option("--overlap", type=int, help="Overlap between neighbouring chips in pixels (default 32).")
@@ -76,16 +88,18 @@ def _scale_options(fn):
               help="LZ4-compress the chips: a store about half the size, slower tiling (default: no).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Tiling YAML (see configs/tile.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing chip store.")
+@bands_option
 @_scale_options
 @overrides_option
-def tile(image: Path | None, labels: Path | None, clouds: Path | None, output: Path, size: int | None,
+def tile(image: str | None, labels: str | None, clouds: str | None, output: Path, size: int | None,
          overlap: int | None, min_valid: float | None, split_regions: Path | None, compress: bool | None,
-         config_path: Path | None, overwrite: bool, workers: int | None, scheduler: str | None,
-         overrides: tuple[str, ...]) -> None:
-    """Cut training chips (image, label, valid mask) into a Zarr chip store, with Dask."""
+         config_path: Path | None, overwrite: bool, band_names: str | None, workers: int | None,
+         scheduler: str | None, overrides: tuple[str, ...]) -> None:
+    """Cut training chips (image, label, valid mask) from a scene into a Zarr chip store, with Dask."""
     extra = config.parse_overrides(overrides)
     for key, value in (("image", image), ("labels", labels), ("clouds", clouds), ("size", size),
-                       ("overlap", overlap), ("min_valid", min_valid), ("compress", compress)):
+                       ("overlap", overlap), ("min_valid", min_valid), ("compress", compress),
+                       ("band_names", _names(band_names))):
         if value is not None:
             extra[key] = str(value) if isinstance(value, Path) else value
     if split_regions is not None:
@@ -96,6 +110,11 @@ def tile(image: Path | None, labels: Path | None, clouds: Path | None, output: P
 
     with dask_client(workers, scheduler) as client:
         summary = build_chip_store(cfg, output, overwrite=overwrite, client=client)
+    scene = summary.inputs.scene
+    console.print(f"scene: {scene.source} ({', '.join(x for x in (scene.form, scene.level) if x)}); clouds: "
+                  f"{summary.inputs.mask.describe() if summary.inputs.mask else 'none'}")
+    for note in scene.notes:
+        console.print(f"  {note}")
     kept = ", ".join(f"{n} {split}" for split, n in summary.chips.items())
     console.print(f"{sum(summary.chips.values())} chips kept of {summary.tiles} tiles ({kept}) in {summary.path}")
     console.print("band means: " + ", ".join(f"{b} {m:.0f}" for b, m in zip(cfg.bands, summary.mean)))
@@ -128,10 +147,11 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 
 @cli.command()
 @click.argument("bundle_path", metavar="MODEL_BUNDLE", type=click.Path(path_type=Path))
-@click.argument("images", metavar="IMAGE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", metavar="SCENE...", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Class raster (.tif, COG).")
-@click.option("--clouds", multiple=True, type=click.Path(path_type=Path),
-              help="Cloud mask per IMAGE, in the same order: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster.")
+@click.option("--clouds", multiple=True,
+              help="Cloud mask per SCENE, in the same order: SCL, QA_PIXEL or 0/1 raster, 'none', or 'auto' "
+                   "(the product's own; the default when --clouds is not given).")
 @click.option("--probabilities", is_flag=True, help="Also write OUT_probability.tif (uint8 percent, 255 = no data).")
 @click.option("--vectorize", is_flag=True, help="Also write wetland polygons with their area to OUT.gpkg.")
 @click.option("--min-area", "min_area", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -143,12 +163,14 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Prediction YAML (see configs/predict.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--force", is_flag=True, help="Predict a scene whose values lie far outside the model's training range.")
+@bands_option
 @_scale_options
 @overrides_option
-def predict(bundle_path: Path, images: tuple[Path, ...], output: Path, clouds: tuple[Path, ...], probabilities: bool,
+def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tuple[str, ...], probabilities: bool,
             vectorize: bool, min_area: float, crs: str | None, resolution: float | None, device: str | None,
-            tile_size: int | None, overlap: int | None, config_path: Path | None, overwrite: bool,
-            workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
+            tile_size: int | None, overlap: int | None, config_path: Path | None, overwrite: bool, force: bool,
+            band_names: str | None, workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
     """Predict wetlands over one or several scenes into one QGIS-ready Cloud-Optimized GeoTIFF.
 
     Several scenes make one cloud-aware mosaic: where one scene is cloudy and another clear, the
@@ -168,11 +190,14 @@ def predict(bundle_path: Path, images: tuple[Path, ...], output: Path, clouds: t
     with dask_client(workers, scheduler) as client:
         result = predict_mosaic(bundle_path, images, output, clouds=list(clouds) if clouds else None, cfg=cfg,
                                 probabilities=probabilities, vectorize=vectorize, min_area_ha=min_area,
-                                crs=target_crs, resolution=resolution, client=client, overwrite=overwrite)
+                                crs=target_crs, resolution=resolution, client=client, overwrite=overwrite,
+                                band_names=_names(band_names), force=force)
     where = f"{result.device} ({result.precision})" if client is None else f"Dask workers ({result.precision})"
     console.print(f"predicted {result.scenes} scene(s), {result.pixels:,} output pixels on {where} in "
                   f"{result.seconds:.1f} s ({result.pixels / max(result.seconds, 1e-9) / 1e6:.2f} Mpx/s)")
     console.print(f"clear: {result.valid_fraction:.1%} of the mosaic; wetland: {result.wetland_fraction:.1%} of clear pixels")
+    for line in result.scenes_read:
+        console.print(f"scene {line}")
     console.print(f"classes: {result.classes}")
     for label, path in (("probability", result.probabilities), ("polygons", result.vectors)):
         if path is not None:
@@ -245,10 +270,22 @@ def run_command(job: Path, wait: bool, force: bool) -> None:
     console.print(f"done: {result.run_dir} ({metrics['valid_fraction']:.0%} clear{dice})")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """wetmap's own warnings as one line on stderr; other libraries' as Python prints them."""
+    if issubclass(category, WetmapWarning):
+        click.echo(f"wetmap: warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main() -> None:
     """Entry point: one-line errors with exit code 2 for bad input; tracebacks only for bugs."""
     from rasterio.errors import RasterioError
 
+    warnings.showwarning = _show_warning
     try:
         code = cli.main(standalone_mode=False)
     except WetmapError as exc:

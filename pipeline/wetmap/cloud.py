@@ -71,7 +71,7 @@ class CloudMask:
     def __init__(self, path: str | Path, grid: Grid, config: CloudConfig | None = None,
                  kind: MaskKind | None = None, image_name: str | Path | None = None) -> None:
         self.config = config or CloudConfig()
-        self.path = Path(path)
+        self.path = str(path)   # a GDAL path: remote and archive paths stay strings
         self._src = open_raster(self.path)
         self.kind = kind or guess_kind(self.path, self._src.descriptions[0])
         # Image pixels the mask does not cover are unknown: SCL no data / QA fill / cloud.

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from wetmap.bands import canonical
 from wetmap.errors import WetmapError
 
 DEFAULT_BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
@@ -23,6 +24,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def physical_bands(names: list[str]) -> list[str]:
+    """A model's bands by their Sentinel-2 names (`B2`, `blue` -> `B02`), so that a chip store,
+    its training config and the bundle agree however the user spelled them."""
+    out = []
+    for name in names:
+        band = canonical(str(name))
+        if band is None:
+            raise ValueError(f"'{name}' is not a band name (B02, B2, blue, nir08, ...)")
+        out.append(band)
+    if len(set(out)) != len(out):
+        raise ValueError(f"a band is named twice: {', '.join(map(str, names))}")
+    return out
+
+
 class CloudConfig(Strict):
     """Which scene-classification values make a pixel unusable, and how far to grow clouds."""
 
@@ -31,18 +46,26 @@ class CloudConfig(Strict):
 
 
 class DataConfig(Strict):
-    """Either a chip store of `wetmap tile` (`chips`), or rasters cut into chips on the fly."""
+    """Either a chip store of `wetmap tile` (`chips`), or a scene cut into chips on the fly.
+
+    `image` is any scene form (see wetmap.scenes); `clouds` a mask file, "none", or unset for the
+    product's own mask; `band_names` names a stacked raster's bands in order when it has no
+    descriptions; `bands` are the bands the model uses.
+    """
 
     chips: Path | None = None
-    image: Path | None = None
-    labels: Path | None = None
-    clouds: Path | None = None
+    image: str | None = None
+    labels: str | None = None
+    clouds: str | None = None
+    band_names: list[str] | None = None
     bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS))
     chip_size: int = Field(128, ge=32, le=2048)
     min_valid: float = Field(0.3, ge=0.0, le=1.0)
     split_block: int = Field(2, ge=1, description="chips per side of one spatial split block")
     val_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
+
+    _bands = field_validator("bands")(physical_bands)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -64,9 +87,10 @@ class SplitConfig(Strict):
 class TileConfig(Strict):
     """`wetmap tile`: chips of `size` px overlapping by `overlap`, kept when enough is clear."""
 
-    image: Path
-    labels: Path
-    clouds: Path | None = None
+    image: str                          # any scene form (see wetmap.scenes)
+    labels: str
+    clouds: str | None = None           # a mask file, "none", or unset: the product's own mask
+    band_names: list[str] | None = None  # a stacked raster's bands, in order, if it has no descriptions
     bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS))
     size: int = Field(256, ge=32, le=4096)
     overlap: int = Field(32, ge=0)
@@ -78,6 +102,8 @@ class TileConfig(Strict):
     compress: bool = False
     split: SplitConfig = Field(default_factory=SplitConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
+
+    _bands = field_validator("bands")(physical_bands)
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> TileConfig:
@@ -162,7 +188,8 @@ class ScenesSpec(Strict):
     """Input scenes: paths or glob patterns (sorted), and where each scene's cloud mask is."""
 
     images: list[str] = Field(min_length=1)
-    clouds: str | None = None   # beside each image, from its name: "{stem}_scl.tif"
+    clouds: str | None = None   # beside each image, from its name: "{stem}_scl.tif"; unset: the product's own
+    band_names: list[str] | None = None   # stacked rasters' bands, in order, if they have no descriptions
 
 
 class JobConfig(Strict):

@@ -22,6 +22,7 @@ from wetmap.chips import ChipInputs, ChipReader, open_chip_store, split_by_block
 from wetmap.config import DataConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import GDAL_ENV
+from wetmap.scenes.check import scene_info
 from wetmap.tiling import TileGrid
 
 
@@ -68,6 +69,7 @@ class ChipSet:
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     std: np.ndarray = field(default_factory=lambda: np.ones(0))
     summary: dict[str, float | int] = field(default_factory=dict)
+    scene: dict[str, Any] = field(default_factory=dict)   # sensor, level, convention (scenes.check.scene_info)
 
     def ids(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split == name)
@@ -87,7 +89,7 @@ def band_stats(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nda
 def extract_chips(cfg: DataConfig, seed: int = 0) -> ChipSet:
     """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory."""
     images, labs, valids, splits = [], [], [], []
-    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud)
+    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names)
     with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
         tiles = TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size)
         # The same block split as `wetmap tile`: blocks of split_block x split_block chips.
@@ -112,7 +114,7 @@ def extract_chips(cfg: DataConfig, seed: int = 0) -> ChipSet:
     used = np.isin(split, ("train", "val"))
     wet = ((label == 1) & valid)[used].sum()
     summary = {"valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum()))}
-    return ChipSet(image, label, valid, split, list(cfg.bands), mean, std, summary)
+    return ChipSet(image, label, valid, split, list(cfg.bands), mean, std, summary, scene_info(inputs.scene))
 
 
 def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:
@@ -132,7 +134,7 @@ def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:
                "wetland_fraction": float((used["wetland_fraction"] * weights).sum() / max(weights.sum(), 1e-12))}
     stats = store.meta["stats"]
     return ChipSet(store.image, store.label, store.valid, split.astype(str), list(stored),
-                   np.asarray(stats["mean"]), np.asarray(stats["std"]), summary)
+                   np.asarray(stats["mean"]), np.asarray(stats["std"]), summary, store.meta.get("scene", {}))
 
 
 class ChipDataset(Dataset):

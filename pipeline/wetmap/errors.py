@@ -17,3 +17,7 @@ class WetmapError(Exception):
     def __init__(self, message: str, path: str | PathLike[str] | None = None) -> None:
         text = " ".join(str(message).split())
         super().__init__(f"{path}: {text}" if path is not None else text)
+
+
+class WetmapWarning(UserWarning):
+    """Something the user should know about a run that still goes ahead (one line on stderr)."""

@@ -34,6 +34,7 @@ import shapely
 from wetmap import __version__, config
 from wetmap.config import JobConfig
 from wetmap.errors import WetmapError
+from wetmap.io.paths import is_remote
 from wetmap.io.vector import read_polygons
 from wetmap.report import json_safe, region_names
 
@@ -76,23 +77,31 @@ def job_lock(job_dir: Path, wait: bool) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def resolve_scenes(cfg: JobConfig, source: Path) -> list[tuple[Path, Path | None]]:
-    """(image, cloud mask) pairs from the paths / globs of the job, sorted, each checked to exist."""
-    images: list[Path] = []
+def resolve_scenes(cfg: JobConfig, source: Path) -> list[tuple[str, str | None]]:
+    """(scene, cloud mask) pairs from the paths / globs of the job, sorted, each checked to exist.
+
+    A scene is any form wetmap reads (a raster, a SAFE, a Landsat folder, a STAC item, remote
+    paths); without `scenes.clouds` each scene brings its own mask, if it has one.
+    """
+    images: list[str] = []
     for pattern in cfg.scenes.images:
+        if is_remote(pattern):
+            images.append(pattern)
+            continue
         found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not found:
             raise WetmapError(f"no scene matches '{pattern}'", source)
-        images += [Path(p) for p in found]
+        images += found
     pairs = []
     for image in images:
-        if not image.exists():
+        if not is_remote(image) and not Path(image).exists():
             raise WetmapError("scene not found", image)
         clouds = None
         if cfg.scenes.clouds:
-            clouds = image.with_name(cfg.scenes.clouds.format(stem=image.stem, name=image.name))
-            if not clouds.exists():
-                raise WetmapError(f"cloud mask for {image.name} not found", clouds)
+            local = Path(image)
+            clouds = str(local.with_name(cfg.scenes.clouds.format(stem=local.stem, name=local.name)))
+            if not is_remote(clouds) and not Path(clouds).exists():
+                raise WetmapError(f"cloud mask for {local.name} not found", clouds)
         pairs.append((image, clouds))
     return pairs
 
@@ -126,9 +135,23 @@ def file_fingerprint(path: Path, checksum: bool = False) -> dict[str, Any]:
     return entry
 
 
-def fingerprint(cfg: JobConfig, scenes: list[tuple[Path, Path | None]]) -> dict[str, Any]:
+def scene_fingerprint(path: str) -> dict[str, Any]:
+    """A scene's fingerprint: a file's size and time; a product folder's, every file's in it; a
+    remote path's, the path (object stores are versioned by their keys)."""
+    if is_remote(path):
+        return {"path": path}
+    local = Path(path)
+    if not local.is_dir():
+        return file_fingerprint(local)
+    listing = sorted((str(p.relative_to(local)), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in local.rglob("*") if p.is_file())
+    return {"path": path, "files": len(listing),
+            "listing_sha256": hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
+
+
+def fingerprint(cfg: JobConfig, scenes: list[tuple[str, str | None]]) -> dict[str, Any]:
     """What a run's results depend on: config, wetmap version, model (hashed) and every input."""
-    inputs = [file_fingerprint(p) for pair in scenes for p in pair if p is not None]
+    inputs = [scene_fingerprint(p) for pair in scenes for p in pair if p is not None]
     for extra in (cfg.reference, cfg.region.file):
         if extra:
             inputs.append(file_fingerprint(Path(extra)))
@@ -224,7 +247,7 @@ def _run_locked(cfg: JobConfig, config_path: Path, job_dir: Path, force: bool) -
     return JobResult("done", job_dir / name, manifest)
 
 
-def _produce(cfg: JobConfig, scenes: list[tuple[Path, Path | None]], region: gpd.GeoDataFrame,
+def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.GeoDataFrame,
              prints: dict[str, Any], work: Path) -> dict[str, Any]:
     """The job's steps, into `work`; the manifest is the last file written."""
     from wetmap.predict import predict_mosaic
@@ -237,7 +260,7 @@ def _produce(cfg: JobConfig, scenes: list[tuple[Path, Path | None]], region: gpd
     t = time.perf_counter()
     result = predict_mosaic(cfg.model, [s for s, _ in scenes], work / "wetlands.tif", clouds=[c for _, c in scenes],
                             cfg=cfg.predict, probabilities=True, vectorize=cfg.vectorize,
-                            min_area_ha=cfg.min_area_ha, region=region.geometry)
+                            min_area_ha=cfg.min_area_ha, region=region.geometry, band_names=cfg.scenes.band_names)
     timings["predict"] = time.perf_counter() - t
     log.info("predicted %d pixels in %.1f s: %.1f%% clear, %.1f%% of clear pixels wetland", result.pixels,
              timings["predict"], 100 * result.valid_fraction, 100 * result.wetland_fraction)
@@ -258,6 +281,7 @@ def _produce(cfg: JobConfig, scenes: list[tuple[Path, Path | None]], region: gpd
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "timings_s": timings, "metrics": metrics, "versions": versions(),
         "classes": result.class_names,
+        "scenes": result.scenes_read,
         "outputs": sorted([*(p.name for p in work.iterdir()), MANIFEST, "run.log"]),
         "config": config.dump(cfg),
     }

@@ -75,6 +75,7 @@ class Bundle:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    scene: dict[str, Any] = field(default_factory=dict)   # what it was trained on: sensor, level, convention
 
     @property
     def binary(self) -> bool:
@@ -100,7 +101,8 @@ class Bundle:
 
 def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, bands: list[str],
                 mean: np.ndarray, std: np.ndarray, config: dict[str, Any], metrics: dict[str, Any],
-                colors: dict[int, tuple[int, int, int, int]], overwrite: bool = True) -> Path:
+                colors: dict[int, tuple[int, int, int, int]], overwrite: bool = True,
+                scene: dict[str, Any] | None = None) -> Path:
     payload = {
         "format": BUNDLE_FORMAT,
         "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
@@ -113,6 +115,7 @@ def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, ba
         "config": _plain(config),
         "metrics": _plain(metrics),
         "versions": versions(),
+        "scene": _plain(scene or {}),
     }
     with atomic_output(path, overwrite) as tmp:
         torch.save(payload, tmp)
@@ -134,11 +137,12 @@ def _read_payload(path: str | Path) -> dict[str, Any]:
 
 def read_bundle_info_from(payload: dict[str, Any]) -> dict[str, Any]:
     return {"classes": list(payload["classes"]), "bands": list(payload["bands"]),
-            "colors": {int(k): tuple(v) for k, v in payload["colors"].items()}}
+            "colors": {int(k): tuple(v) for k, v in payload["colors"].items()},
+            "mean": payload["mean"].numpy(), "std": payload["std"].numpy(), "scene": dict(payload.get("scene", {}))}
 
 
 def read_bundle_info(path: str | Path) -> dict[str, Any]:
-    """Classes, bands and colours of a bundle, without building its network."""
+    """Classes, bands, colours, statistics and training scene of a bundle, without its network."""
     return read_bundle_info_from(_read_payload(path))
 
 
@@ -152,4 +156,5 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     info = read_bundle_info_from(payload)
     return Bundle(model=network, bands=info["bands"], classes=info["classes"],
                   mean=payload["mean"].numpy(), std=payload["std"].numpy(), colors=info["colors"],
-                  config=payload["config"], metrics=payload["metrics"], versions=payload["versions"])
+                  config=payload["config"], metrics=payload["metrics"], versions=payload["versions"],
+                  scene=info["scene"])

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,27 +27,17 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from wetmap.cloud import CloudMask, nodata_valid
+from wetmap.cloud import CloudMask
 from wetmap.config import CloudConfig, PredictConfig
-from wetmap.errors import WetmapError
-from wetmap.io.raster import (
-    GDAL_ENV,
-    Grid,
-    StripReader,
-    aligned,
-    atomic_output,
-    band_indexes,
-    check_writable,
-    mosaic_grid,
-    open_raster,
-    scratch_file,
-)
+from wetmap.errors import WetmapError, WetmapWarning
+from wetmap.io.raster import GDAL_ENV, Grid, atomic_output, check_writable, mosaic_grid, scratch_file
 from wetmap.io.readahead import read_ahead
 from wetmap.io.vector import burn
 from wetmap.model import Bundle
+from wetmap.scenes import CONVENTION, MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
+from wetmap.scenes.check import check_range, level_mismatch
 from wetmap.mosaic import (
     NODATA,
     StripAccumulator,
@@ -130,44 +121,51 @@ READ_ENV = {**GDAL_ENV, "GDAL_CACHEMAX": 64, "GDAL_NUM_THREADS": "ALL_CPUS"}
 
 @dataclass(frozen=True)
 class Scene:
-    """One input scene: its bands and, optionally, its cloud mask (SCL, QA_PIXEL or 0/1)."""
+    """One input scene as prediction reads it: what it is made of, and the cloud mask to use."""
 
-    image: str
-    clouds: str | None = None
+    spec: SceneSpec
+    mask: MaskSource | None = None
+
+    @classmethod
+    def open(cls, image: str | Path, clouds: str | Path | None = None,
+             band_names: Sequence[str] | None = None) -> Scene:
+        """`image`: any scene form; `clouds`: a mask file, "none", or None for the product's own."""
+        spec = open_scene(image, band_names)
+        return cls(spec, resolve_mask(spec, str(clouds) if clouds else None))
+
+    @property
+    def name(self) -> str:
+        return self.spec.source.rstrip("/").rsplit("/", 1)[-1]
 
 
 class SceneStack:
-    """The scenes seen on the output grid, read tile by tile as (raw bands, valid mask) per scene.
+    """The scenes seen on the output grid, read tile by tile as (bands, valid mask) per scene.
 
-    A scene already on the grid is read directly; another one through a warped view (bilinear for
-    reflectance; its cloud mask nearest), with pixels outside it reading as no data.
+    Each scene's bands are read through `scenes.SceneReader` (a file on the grid directly, others
+    warped, bilinear; reflectance harmonised); its cloud mask is seen on the grid (nearest). Pixels
+    outside a scene read as no data.
     """
 
     def __init__(self, scenes: Sequence[Scene], grid: Grid, bands: Sequence[str], cloud: CloudConfig) -> None:
         self._open: list = []
-        self.layers: list[tuple[StripReader, float | None, CloudMask | None]] = []
+        self.layers: list[tuple[SceneReader, CloudMask | None]] = []
         try:
             for scene in scenes:
-                src = open_raster(scene.image)
-                self._open.append(src)
-                indexes = band_indexes(src, bands)
-                nodata = src.nodata if src.nodata is not None else 0
-                view = aligned(src, grid, nodata=nodata, resampling=Resampling.bilinear, name=scene.image)
-                if view is not src:
-                    self._open.append(view)
-                mask = CloudMask(scene.clouds, grid, cloud, image_name=scene.image) if scene.clouds else None
+                reader = SceneReader(scene.spec.select(bands), grid, strips=True)
+                self._open.append(reader)
+                mask = (CloudMask(scene.mask.path, grid, cloud, kind=scene.mask.kind, image_name=scene.spec.source)
+                        if scene.mask else None)
                 if mask is not None:
                     self._open.append(mask)
-                self.layers.append((StripReader(view, indexes), view.nodata, mask))
+                self.layers.append((reader, mask))
         except BaseException:
             self.close()
             raise
 
     def read(self, tile: Tile) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for reader, nodata, mask in self.layers:
-            raw = reader.read(tile.window).astype(np.float32)
-            ok = nodata_valid(raw, nodata)
+        for reader, mask in self.layers:
+            raw, ok = reader.read(tile.window)
             if mask is not None:
                 ok &= mask.valid(tile.window)
             out.append((raw, ok))
@@ -233,6 +231,7 @@ class PredictResult:
     seconds: float
     device: str
     precision: str
+    scenes_read: list[str] = field(default_factory=list)   # per scene: its form, level, mask and rescaling
 
 
 def part_bounds(tiles: TileGrid, parts: int) -> list[tuple[int, int]]:
@@ -287,11 +286,16 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
                    clouds: Sequence[str | Path | None] | None = None, cfg: PredictConfig | None = None,
                    probabilities: bool = False, vectorize: bool = False, min_area_ha: float = 0.0,
                    crs: CRS | None = None, resolution: float | None = None, region: gpd.GeoSeries | None = None,
-                   client: object | None = None, overwrite: bool = False) -> PredictResult:
+                   client: object | None = None, overwrite: bool = False, band_names: Sequence[str] | None = None,
+                   force: bool = False) -> PredictResult:
     """Predict one or several scenes into one class COG (optionally a probability COG and wetland
-    polygons), each beside a QGIS style. `clouds` gives one mask (or None) per image. With a
-    `region` (polygons in any CRS), the map covers its box and pixels outside it are no data.
+    polygons), each beside a QGIS style. `images` are scenes in any form (wetmap.scenes);
+    `clouds` gives per image a mask file, "none", or None for the product's own mask;
+    `band_names` names stacked rasters' bands in order. With a `region` (polygons in any CRS),
+    the map covers its box and pixels outside it are no data.
 
+    A scene of another processing level than the model's training scene is a warning; one whose
+    clear pixels lie far outside the training statistics is refused unless `force`.
     With a Dask `client`, `bundle` must be the bundle's path: workers load it themselves.
     """
     cfg = cfg or PredictConfig()
@@ -301,7 +305,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     masks = list(clouds) if clouds is not None else [None] * len(images)
     if len(masks) != len(images):
         raise WetmapError(f"{len(masks)} cloud masks for {len(images)} scenes: give one per scene, in order")
-    scenes = [Scene(str(i), str(c) if c else None) for i, c in zip(images, masks)]
+    scenes = [Scene.open(i, c, band_names) for i, c in zip(images, masks)]
     out = check_writable(out, overwrite)
     prob_path = out.with_name(f"{out.stem}_probability{out.suffix}") if probabilities else None
     vec_path = out.with_suffix(".gpkg") if vectorize else None
@@ -316,13 +320,15 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
 
         bundle = load_bundle(bundle_path)
     device = resolve_device(cfg.device)
+    info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
+    notes = check_scenes(scenes, info, cfg.cloud, force)
     clip = (region.crs, tuple(region.total_bounds)) if region is not None else None
-    grid = mosaic_grid([s.image for s in scenes], crs, resolution, clip)
+    grid = mosaic_grid([scene_grid(s.spec.select(info["bands"])) for s in scenes], crs, resolution, clip)
     inside = region.to_crs(grid.crs).union_all() if region is not None else None
     tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
-    info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
     tags = {"CLASSES": ",".join(info["classes"]), "MODEL_BANDS": ",".join(info["bands"]),
-            "SOURCE": ",".join(Path(s.image).name for s in scenes)}
+            "SOURCE": ",".join(s.name for s in scenes), "REFLECTANCE": CONVENTION,
+            "CLOUD_MASKS": "; ".join(f"{s.name}: {s.mask.describe() if s.mask else 'none'}" for s in scenes)}
     counts = np.zeros(3, np.int64)  # pixels, valid, wetland
     wet = wetland_index(info["classes"])
     precision = "fp32"
@@ -375,13 +381,36 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
         vectorize_classes(out, vec_path, wet, info["classes"][wet], min_area_ha, info["colors"].get(wet), overwrite)
     pixels, valid, wetland = (int(v) for v in counts)
     return PredictResult(out, prob_path, vec_path, list(info["classes"]), len(scenes), pixels, valid / max(1, pixels),
-                         wetland / max(1, valid), time.perf_counter() - start, str(device), precision)
+                         wetland / max(1, valid), time.perf_counter() - start, str(device), precision, notes)
+
+
+def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], cloud: CloudConfig, force: bool) -> list[str]:
+    """Warn of a processing level other than the model's; refuse values far outside its training
+    statistics (unless `force`). Returns one line per scene saying how it is read."""
+    lines = []
+    for scene in scenes:
+        bands = scene.spec.select(info["bands"])
+        warning = level_mismatch(info.get("scene", {}), scene.spec)
+        if warning:
+            warnings.warn(warning, WetmapWarning, stacklevel=3)
+        for line in scene.spec.substitutions(info["bands"]):
+            warnings.warn(f"{scene.spec.source}: {line}", WetmapWarning, stacklevel=3)
+        if not force:
+            check_range(scene.spec, bands, scene.mask, scene_grid(bands), info["bands"], info["mean"], info["std"],
+                        cloud)
+        spec = scene.spec
+        what = ", ".join(x for x in (spec.form, spec.level) if x)
+        lines.append(f"{scene.name} ({what}): clouds {scene.mask.describe() if scene.mask else 'none'}"
+                     + "".join(f"; {note}" for note in spec.notes))
+    return lines
 
 
 def _bundle_info(bundle: Bundle | None, path: str | None) -> dict[str, Any]:
-    """Classes, bands and colours, from a loaded bundle or (on the Dask path) read from the file."""
+    """Classes, bands, colours, statistics and training scene, from a loaded bundle or (on the
+    Dask path) read from the file."""
     if bundle is not None:
-        return {"classes": bundle.classes, "bands": bundle.bands, "colors": bundle.colors}
+        return {"classes": bundle.classes, "bands": bundle.bands, "colors": bundle.colors, "mean": bundle.mean,
+                "std": bundle.std, "scene": bundle.scene}
     from wetmap.model import read_bundle_info
 
     return read_bundle_info(path)

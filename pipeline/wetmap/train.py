@@ -210,7 +210,7 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
     metrics.update(summary, epochs_run=int(trainer.current_epoch), task=kind)
     config = dump(cfg)
     save_bundle(bundle_path, task.model, cfg.model, cfg.data.bands, chips.mean, chips.std, config,
-                {k: v for k, v in metrics.items() if not k.endswith("_scores")}, CLASS_COLORS)
+                {k: v for k, v in metrics.items() if not k.endswith("_scores")}, CLASS_COLORS, scene=chips.scene)
     with atomic_output(out / "config.yaml", overwrite=True) as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     with atomic_output(out / "metrics.json", overwrite=True) as tmp:

@@ -27,6 +27,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from wetmap.errors import WetmapError
+from wetmap.io.paths import check_local, gdal_path, is_remote
 
 # Bounded GDAL block cache (MB) so memory stays flat however large the raster is.
 GDAL_ENV = {"GDAL_CACHEMAX": 256}
@@ -59,17 +60,25 @@ class Grid:
 
 
 def open_raster(path: str | Path, *, need_crs: bool = True) -> DatasetReader:
-    """Open a raster for reading, turning every GDAL failure into a one-line WetmapError."""
-    path = Path(path)
-    if not path.exists():
-        raise WetmapError("file not found", path)
+    """Open a raster for reading, turning every GDAL failure into a one-line WetmapError.
+
+    Local paths, archives (/vsizip/) and remote paths (/vsicurl/, /vsis3/, s3://, https://...)
+    alike: remote ones go to GDAL unchanged (see io/paths.py).
+    """
+    text = gdal_path(path)
+    check_local(text)
     try:
-        src = rasterio.open(path)
+        if is_remote(text):   # no listing of the remote folder: one request fewer per file
+            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+                src = rasterio.open(text)
+        else:
+            src = rasterio.open(text)
     except RasterioError as exc:
-        raise WetmapError(f"not a readable raster ({_first_line(exc)})", path) from None
+        what = "cannot open remote file" if is_remote(text) else "not a readable raster"
+        raise WetmapError(f"{what} ({_first_line(exc)})", text) from None
     if need_crs and src.crs is None:
         src.close()
-        raise WetmapError("raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs)", path)
+        raise WetmapError("raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs)", text)
     return src
 
 
@@ -127,10 +136,13 @@ def read_window(src: DatasetReader | WarpedVRT, window: Window, indexes: list[in
 
 
 def aligned(src: DatasetReader, grid: Grid, *, nodata: float, resampling: Resampling = Resampling.nearest,
-            name: str | Path | None = None, other: str | Path | None = None) -> DatasetReader | WarpedVRT:
+            name: str | Path | None = None, other: str | Path | None = None,
+            src_nodata: float | None = None) -> DatasetReader | WarpedVRT:
     """`src` seen on `grid`: reprojected / cropped / padded lazily (window reads stay cheap).
 
     Pixels of `grid` that `src` does not cover read as `nodata` (e.g. 255 = unknown for labels).
+    `src_nodata` (default: the file's own) is left out of the resampling, so no-data pixels never
+    blend into their neighbours (Sentinel-2's JPEG 2000 files declare none; their no data is 0).
     A source that does not overlap the grid at all is an error naming both files and bounds.
     """
     if src.crs is None:
@@ -146,7 +158,8 @@ def aligned(src: DatasetReader, grid: Grid, *, nodata: float, resampling: Resamp
     if src.crs == grid.crs and src.transform == grid.transform and (src.width, src.height) == (grid.width, grid.height):
         return src
     return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                     resampling=resampling, nodata=nodata, src_nodata=src.nodata)
+                     resampling=resampling, nodata=nodata,
+                     src_nodata=src.nodata if src_nodata is None else src_nodata)
 
 
 class StripReader:
@@ -189,34 +202,33 @@ def parse_crs(text: str, name: str = "--crs") -> CRS:
         raise WetmapError(f"not a CRS: '{text}' (try EPSG:32632)", name) from None
 
 
-def mosaic_grid(paths: Sequence[str | Path], crs: CRS | None = None, resolution: float | None = None,
+def mosaic_grid(grids: Sequence[Grid], crs: CRS | None = None, resolution: float | None = None,
                 clip: tuple[CRS, tuple[float, float, float, float]] | None = None) -> Grid:
-    """The grid a mosaic of `paths` is written on: the first raster's CRS, pixel size and pixel
-    alignment (or `crs` / `resolution`, then aligned to whole multiples of the pixel size),
-    extended to cover every raster, or only `clip` = (crs, bounds) of it (a region's box).
-    One raster with no options gives exactly its own grid."""
-    with open_raster(paths[0]) as first:
-        dst_crs = crs or first.crs
-        if resolution is None and dst_crs == first.crs:
-            res = first.res[0]
-        elif resolution is None:
-            default, _, _ = rasterio.warp.calculate_default_transform(first.crs, dst_crs, first.width,
-                                                                     first.height, *first.bounds)
-            res = abs(default.a)
-        else:
-            res = float(resolution)
-        same = dst_crs == first.crs and res == first.res[0]
-        ox, oy = (first.transform.c, first.transform.f) if same else (0.0, 0.0)
+    """The grid a mosaic of scenes on `grids` is written on: the first scene's CRS, pixel size and
+    pixel alignment (or `crs` / `resolution`, then aligned to whole multiples of the pixel size),
+    extended to cover every scene, or only `clip` = (crs, bounds) of it (a region's box).
+    One scene with no options gives exactly its own grid."""
+    first = grids[0]
+    dst_crs = crs or first.crs
+    if resolution is None and dst_crs == first.crs:
+        res = first.res
+    elif resolution is None:
+        default, _, _ = rasterio.warp.calculate_default_transform(first.crs, dst_crs, first.width,
+                                                                 first.height, *first.bounds)
+        res = abs(default.a)
+    else:
+        res = float(resolution)
+    same = dst_crs == first.crs and res == first.res
+    ox, oy = (first.transform.c, first.transform.f) if same else (0.0, 0.0)
     west, south, east, north = math.inf, math.inf, -math.inf, -math.inf
-    for path in paths:
-        with open_raster(path) as src:
-            w, s, e, n = rasterio.warp.transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
+    for grid in grids:
+        w, s, e, n = rasterio.warp.transform_bounds(grid.crs, dst_crs, *grid.bounds, densify_pts=21)
         west, south, east, north = min(west, w), min(south, s), max(east, e), max(north, n)
     if clip is not None:
         w, s, e, n = rasterio.warp.transform_bounds(clip[0], dst_crs, *clip[1], densify_pts=21)
         west, south, east, north = max(west, w), max(south, s), min(east, e), min(north, n)
         if west >= east or south >= north:
-            raise WetmapError("the region does not overlap any scene", paths[0])
+            raise WetmapError("the region does not overlap any scene")
     eps = 1e-6 * res
     x0 = ox + math.floor((west - ox) / res + eps) * res
     x1 = ox + math.ceil((east - ox) / res - eps) * res

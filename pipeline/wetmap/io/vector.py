@@ -19,6 +19,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from wetmap.errors import WetmapError
+from wetmap.io.paths import check_local, gdal_path
 from wetmap.io.raster import Grid, aligned, open_raster, read_window
 
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".parquet"}
@@ -30,11 +31,11 @@ def is_vector(path: str | Path) -> bool:
 
 def read_polygons(path: str | Path, crs: CRS | None = None) -> gpd.GeoDataFrame:
     """Polygons of a vector file, repaired, in `crs` when given."""
-    path = Path(path)
-    if not path.exists():
-        raise WetmapError("file not found", path)
+    path = gdal_path(path)   # local, or remote (/vsicurl/, /vsis3/...) read by GDAL unchanged
+    check_local(path)
     try:
-        gdf = gpd.read_parquet(path) if path.suffix.lower() == ".parquet" else gpd.read_file(path, engine="pyogrio")
+        gdf = (gpd.read_parquet(path) if path.lower().endswith(".parquet")
+               else gpd.read_file(path, engine="pyogrio"))
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, ValueError, OSError) as exc:
         raise WetmapError(f"not a readable vector file ({str(exc).splitlines()[0]})", path) from None
     if gdf.crs is None:
@@ -72,7 +73,7 @@ class PolygonLabels:
     """Wetland polygons seen as a label raster on a grid: 1 inside (pixel centre), 0 outside."""
 
     def __init__(self, path: str | Path, grid: Grid, value: int = 1, image_name: str | Path | None = None) -> None:
-        self.path, self.grid, self.value = Path(path), grid, value
+        self.path, self.grid, self.value = gdal_path(path), grid, value
         self.polygons = read_polygons(self.path, grid.crs)
         west, south, east, north = self.polygons.total_bounds
         gw, gs, ge, gn = grid.bounds
@@ -96,7 +97,7 @@ class RasterLabels:
     """A label raster reprojected / cropped / padded onto a grid (nearest), read by window."""
 
     def __init__(self, path: str | Path, grid: Grid, image_name: str | Path | None = None, unknown: int = 255) -> None:
-        self.path = Path(path)
+        self.path = gdal_path(path)
         self._src = open_raster(self.path)
         self._view = aligned(self._src, grid, nodata=unknown, name=self.path, other=image_name)
         self.unknown = unknown
