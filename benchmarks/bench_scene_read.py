@@ -26,7 +26,6 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.windows import Window
 
 from bench_predict import pointwise, unet
 from wetmap.config import PredictConfig
@@ -116,12 +115,12 @@ def main() -> None:
         figures["write_s"] = round(time.perf_counter() - start, 1)
         for name, model in (("unet", unet()), ("pointwise", pointwise())):
             times: dict[str, list[float]] = {"safe": [], "stacked": []}
-            timed(model, stack, scl, folder / "warm.tif")   # warm-up: kernels, page cache
+            timed(model, stack, scl, folder / "out_warm.tif")   # warm-up: kernels, page cache
             for r in range(args.repeats):
                 order = ("safe", "stacked") if r % 2 == 0 else ("stacked", "safe")
                 for form in order:
                     scene, clouds = (safe, None) if form == "safe" else (stack, scl)
-                    times[form].append(timed(model, scene, clouds, folder / f"{form}.tif"))
+                    times[form].append(timed(model, scene, clouds, folder / f"out_{form}.tif"))
             safe_s, stack_s = statistics.median(times["safe"]), statistics.median(times["stacked"])
             figures[f"{name}_safe_s"] = round(safe_s, 2)
             figures[f"{name}_stacked_s"] = round(stack_s, 2)

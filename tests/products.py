@@ -10,6 +10,7 @@ no data NaN), the coarse bands resampled onto the 10 m grid with GDAL's bilinear
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -255,7 +256,7 @@ def stac_item(path: Path, safe: Path, scheme: str) -> Path:
     assets = {}
     for jp2 in sorted(safe.rglob("*.jp2")):
         token = jp2.stem.split("_")[2]
-        href = str(jp2.relative_to(path.parent)) if jp2.is_relative_to(path.parent) else str(jp2)
+        href = os.path.relpath(jp2, path.parent)
         if token == "SCL":
             assets["SCL" if scheme == "pc" else "scl"] = {"href": href, "type": "image/jp2", "roles": ["data"]}
             continue
@@ -269,6 +270,7 @@ def stac_item(path: Path, safe: Path, scheme: str) -> Path:
         props["s2:processing_baseline"] = "04.00"
     item = {"type": "Feature", "stac_version": "1.0.0", "id": f"S2A_MSIL2A_{DATATAKE}_{TILE}",
             "geometry": None, "properties": props, "assets": assets, "links": []}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(item, indent=2))
     return path
 

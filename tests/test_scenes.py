@@ -240,6 +240,9 @@ def test_scenes_over_http_predict_as_local_files(built, served, sample, bundle_p
     assert item.exists()
     want = predicted(bundle, built["safe"][0], tmp_path / "safe.tif")
     assert predicted(bundle, f"{served}/item-es.json", tmp_path / "item.tif") == want
+    # ... or by a STAC API's item URL, which names no file
+    products.stac_item(safe.parent / "collections" / "s2" / "items" / "S2A_ITEM", safe, "pc")
+    assert predicted(bundle, f"{served}/collections/s2/items/S2A_ITEM", tmp_path / "api.tif") == want
     # labels and regions are read where they are, too
     from wetmap.io.vector import read_polygons
 
@@ -353,3 +356,29 @@ def test_a_job_maps_a_safe_with_its_own_mask_and_notices_a_changed_product(built
     assert run_job(job).status == "up to date"
     (safe / "MTD_MSIL2A.xml").write_text((safe / "MTD_MSIL2A.xml").read_text() + "\n")
     assert run_job(job).status == "done"
+
+
+def test_a_coarse_mask_read_from_strips_equals_the_warped_windows(built, sample) -> None:
+    """A 20 m SCL under 10 m bands is served from strips; each window is what a warped read gives."""
+    from rasterio.windows import Window
+
+    from wetmap.cloud import CloudMask, scl_valid
+    from wetmap.config import CloudConfig
+    from wetmap.io.raster import Grid, aligned, open_raster, read_window
+
+    scl = next(built["safe"][0].rglob("*_SCL_20m.jp2"))
+    with rasterio.open(sample.scene_a) as src:
+        grid = Grid.of(src)
+    mask = CloudMask(scl, grid, CloudConfig(dilate=2), kind="scl")
+    plain = CloudMask(scl, grid, CloudConfig(dilate=0), kind="scl")
+    assert mask._strips is not None
+    with open_raster(scl) as src:
+        view = aligned(src, grid, nodata=0)
+        for r, c, h, w in ((0, 0, 64, 64), (40, 200, 64, 56), (120, 10, 100, 80), (192, 192, 64, 64)):
+            want = scl_valid(read_window(view, Window(c, r, w, h), 1))
+            assert np.array_equal(plain.valid(Window(c, r, w, h)), want)
+            grown = mask.valid(Window(c, r, w, h))
+            assert grown.shape == (h, w) and not (grown & ~want).any()
+        view.close()
+    mask.close()
+    plain.close()

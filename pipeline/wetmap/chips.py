@@ -100,7 +100,7 @@ class ChipReader:
         self.inputs = inputs
         bands = inputs.scene.select(inputs.bands)
         self.grid = scene_grid(bands)
-        self.scene = SceneReader(bands, self.grid)
+        self.scene = SceneReader(bands, self.grid, strips=True)   # warped bands: once per strip
         self.dtype = self.scene.dtype
         self.n_bands = len(bands)
         try:

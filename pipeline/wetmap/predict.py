@@ -321,7 +321,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
         bundle = load_bundle(bundle_path)
     device = resolve_device(cfg.device)
     info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
-    notes = check_scenes(scenes, info, cfg.cloud, force)
+    notes = check_scenes(scenes, info, force)
     clip = (region.crs, tuple(region.total_bounds)) if region is not None else None
     grid = mosaic_grid([scene_grid(s.spec.select(info["bands"])) for s in scenes], crs, resolution, clip)
     inside = region.to_crs(grid.crs).union_all() if region is not None else None
@@ -384,7 +384,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
                          wetland / max(1, valid), time.perf_counter() - start, str(device), precision, notes)
 
 
-def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], cloud: CloudConfig, force: bool) -> list[str]:
+def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], force: bool) -> list[str]:
     """Warn of a processing level other than the model's; refuse values far outside its training
     statistics (unless `force`). Returns one line per scene saying how it is read."""
     lines = []
@@ -396,8 +396,7 @@ def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], cloud: CloudConf
         for line in scene.spec.substitutions(info["bands"]):
             warnings.warn(f"{scene.spec.source}: {line}", WetmapWarning, stacklevel=3)
         if not force:
-            check_range(scene.spec, bands, scene.mask, scene_grid(bands), info["bands"], info["mean"], info["std"],
-                        cloud)
+            check_range(scene.spec, bands, info["bands"], info["mean"], info["std"])
         spec = scene.spec
         what = ", ".join(x for x in (spec.form, spec.level) if x)
         lines.append(f"{scene.name} ({what}): clouds {scene.mask.describe() if scene.mask else 'none'}"

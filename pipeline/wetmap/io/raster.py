@@ -121,18 +121,23 @@ def read_window(src: DatasetReader | WarpedVRT, window: Window, indexes: list[in
             return src.read(indexes, window=window, out=out)
         if out is not None:
             raise ValueError("read_window: out is not supported with boundless_fill")
-        r0, c0 = int(window.row_off), int(window.col_off)
-        h, w = int(window.height), int(window.width)
-        top, left = max(0, -r0), max(0, -c0)
-        bottom, right = max(0, r0 + h - src.height), max(0, c0 + w - src.width)
-        inner = Window(c0 + left, r0 + top, w - left - right, h - top - bottom)
-        data = src.read(indexes, window=inner)
-        if not (top or bottom or left or right):
-            return data
-        pad = [(0, 0)] * (data.ndim - 2) + [(top, bottom), (left, right)]
-        return np.pad(data, pad, constant_values=boundless_fill)
+        return read_padded(lambda inner: src.read(indexes, window=inner), window, src.width, src.height,
+                           boundless_fill)
     except RasterioError as exc:
         raise WetmapError(f"cannot read pixels ({_first_line(exc)})", src.name) from None
+
+
+def read_padded(read, window: Window, width: int, height: int, fill: float) -> np.ndarray:
+    """`read(inner)` of the part of `window` inside a width x height raster, padded with `fill`."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    h, w = int(window.height), int(window.width)
+    top, left = max(0, -r0), max(0, -c0)
+    bottom, right = max(0, r0 + h - height), max(0, c0 + w - width)
+    data = read(Window(c0 + left, r0 + top, w - left - right, h - top - bottom))
+    if not (top or bottom or left or right):
+        return data
+    pad = [(0, 0)] * (data.ndim - 2) + [(top, bottom), (left, right)]
+    return np.pad(data, pad, constant_values=fill)
 
 
 def aligned(src: DatasetReader, grid: Grid, *, nodata: float, resampling: Resampling = Resampling.nearest,
@@ -169,11 +174,19 @@ class StripReader:
     (every tile re-decoded its blocks; bench_predict.py prints the cost). Reading full-width
     strips of whole block rows decodes each block exactly once, lets GDAL decode a strip's blocks
     on several threads, and holds only the strips the current window touches.
+
+    A warped view's strips span whole block rows of the file it warps (a 20 m JPEG 2000's 640 px
+    tiles are 1280 rows of the 10 m grid): GDAL decodes a JPEG 2000 tile for every read that
+    touches it, and 256-row strips decoded each 20 m tile five times.
     """
 
     def __init__(self, src: DatasetReader | WarpedVRT, indexes: list[int]) -> None:
         self.src, self.indexes = src, indexes
-        self.height = src.block_shapes[0][0] if isinstance(src, DatasetReader) else 256
+        if isinstance(src, DatasetReader):
+            self.height = src.block_shapes[0][0]
+        else:   # source block rows in grid rows, at least 256
+            scale = abs(src.src_dataset.transform.e) / abs(src.transform.e)
+            self.height = max(256, math.ceil(src.src_dataset.block_shapes[0][0] * scale))
         self.strips: dict[int, np.ndarray] = {}   # strip number -> (bands, rows, width)
 
     def read(self, window: Window) -> np.ndarray:

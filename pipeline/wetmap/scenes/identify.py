@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from wetmap.errors import WetmapError
 from wetmap.scenes import files, landsat, sentinel2, stac
-from wetmap.io.paths import check_local, gdal_path, is_remote
+from wetmap.io.paths import check_local, gdal_path, is_remote, url_of
 from wetmap.scenes.spec import SceneSpec
 
 
@@ -28,7 +29,9 @@ def open_scene(scene: str | Path | Sequence[str | Path], band_names: Sequence[st
             check_local(part)
         return _with_names(files.band_files([Path(p) for p in parts], text), band_names)
     path = gdal_path(text)
-    if path.lower().endswith(".json"):
+    url = url_of(path)
+    if path.lower().endswith(".json") or (url is not None and not _raster_name(url)):
+        # a STAC item: a .json file or URL, or an API URL (.../collections/C/items/ID)
         if path.upper().endswith("_MTL.JSON") and not is_remote(path):
             return _with_names(landsat.read_landsat(path), band_names)
         return _with_names(stac.read_item(text), band_names)
@@ -50,6 +53,12 @@ def open_scene(scene: str | Path | Sequence[str | Path], band_names: Sequence[st
     if landsat.is_mtl(local):
         return _with_names(landsat.read_landsat(path), band_names)
     return files.read_raster(path, band_names)
+
+
+def _raster_name(url: str) -> bool:
+    """Whether a URL names a raster file (by its suffix) rather than a document."""
+    name = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1].lower()
+    return any(name.endswith(suffix) for suffix in files.RASTER_SUFFIXES)
 
 
 def _with_names(spec: SceneSpec, band_names: Sequence[str] | None) -> SceneSpec:

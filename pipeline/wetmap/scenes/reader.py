@@ -21,7 +21,6 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from wetmap.cloud import nodata_valid
-from wetmap.errors import WetmapError
 from wetmap.io.paths import gdal_path
 from wetmap.io.raster import Grid, StripReader, aligned, open_raster, read_window
 from wetmap.scenes.spec import BandSource, MaskSource, SceneSpec
@@ -169,12 +168,3 @@ def _holds(dtype: np.dtype, value: float) -> bool:
     info = np.iinfo(dtype)
     return float(value).is_integer() and info.min <= value <= info.max
 
-
-def check_bands(spec: SceneSpec, wanted: Sequence[str]) -> tuple[BandSource, ...]:
-    """`spec.select(wanted)`, with every band file opened once so that a bad file fails here."""
-    bands = spec.select(wanted)
-    for path in dict.fromkeys(b.path for b in bands):
-        open_raster(path).close()
-    if not bands:
-        raise WetmapError("no band selected", spec.source)
-    return bands
