@@ -295,7 +295,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     the map covers its box and pixels outside it are no data.
 
     A scene of another processing level than the model's training scene is a warning; one whose
-    clear pixels lie far outside the training statistics is refused unless `force`.
+    pixels lie far outside the training statistics is refused unless `force`.
     With a Dask `client`, `bundle` must be the bundle's path: workers load it themselves.
     """
     cfg = cfg or PredictConfig()
