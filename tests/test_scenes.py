@@ -456,3 +456,12 @@ def test_scenes_in_object_storage_predict_as_local_files(built, s3, bundle_path,
     assert run_cli(["predict", bundle_path, f"s3://{s3}/missing.tif", "-o", tmp_path / "x.tif"], monkeypatch) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "/vsis3/scenes/missing.tif" in err
+
+
+def test_a_multi_granule_product_is_refused_not_cut_to_one_granule(tmp_path) -> None:
+    from wetmap.scenes.sentinel2 import _from_metadata
+
+    files = "".join(f"<IMAGE_FILE>GRANULE/{g}/IMG_DATA/S2A_OPER_MSI_L1C_TL_{g}_B02</IMAGE_FILE>" for g in ("A", "B"))
+    mtd = (f"<p><PRODUCT_TYPE>S2MSI1C</PRODUCT_TYPE><QUANTIFICATION_VALUE>10000</QUANTIFICATION_VALUE>{files}</p>")
+    with pytest.raises(WetmapError, match="lists B02 twice"):
+        _from_metadata("old.SAFE", mtd.encode(), "old.SAFE/MTD_MSIL1C.xml", str(tmp_path), lambda rel: True)

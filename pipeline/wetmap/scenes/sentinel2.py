@@ -89,6 +89,9 @@ def _from_metadata(source: str, data: bytes, name: str, root: str, exists) -> Sc
         band = "SCL" if token == "SCL" else canonical(token)
         if band is None:
             continue
+        if band in best and res == best[band][0]:
+            raise WetmapError(f"lists {band} twice (a multi-granule product of before December 2016?); "
+                              "give one granule's files as a folder of band files", name)
         if band not in best or res < best[band][0]:
             best[band] = (res, rel + ".jp2")
     if not any(b.startswith("B") for b in best):
