@@ -159,7 +159,7 @@ def test_strip_reader_serves_exactly_the_pixels_of_each_window(tmp_path: Path) -
 def test_worker_reloads_a_bundle_retrained_at_the_same_path(bundle_path: Path, sample, tmp_path: Path) -> None:
     """Workers keep loaded models between tasks; a new bundle written over the old path is a new model."""
     path = tmp_path / "model.pt"
-    payload = torch.load(bundle_path, weights_only=False)
+    payload = torch.load(bundle_path, weights_only=True)
     torch.save(payload, path)
     with rasterio.open(sample.scene_a) as src:
         grid = Grid.of(src)

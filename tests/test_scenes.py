@@ -465,3 +465,16 @@ def test_a_multi_granule_product_is_refused_not_cut_to_one_granule(tmp_path) -> 
     mtd = (f"<p><PRODUCT_TYPE>S2MSI1C</PRODUCT_TYPE><QUANTIFICATION_VALUE>10000</QUANTIFICATION_VALUE>{files}</p>")
     with pytest.raises(WetmapError, match="lists B02 twice"):
         _from_metadata("old.SAFE", mtd.encode(), "old.SAFE/MTD_MSIL1C.xml", str(tmp_path), lambda rel: True)
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(sample, bundle_path, tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    before = Path(sample.scene_a).read_bytes()
+    for args in (["-o", sample.scene_a], ["-o", sample.scene_a_scl], ["-o", tmp_path / "scene_a.tif"]):
+        code = run_cli(["predict", bundle_path, sample.scene_a, "--clouds", sample.scene_a_scl, *args, "--overwrite",
+                        "--set", "device=cpu", "--tile-size", "64", "--overlap", "16"], monkeypatch)
+        if args[1] == tmp_path / "scene_a.tif":
+            assert code == 0
+        else:
+            assert code == 2 and "also an input" in capsys.readouterr().err
+    assert Path(sample.scene_a).read_bytes() == before

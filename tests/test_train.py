@@ -65,3 +65,34 @@ def test_augmentation_moves_image_labels_and_mask_together() -> None:
     assert torch.equal(out["mask"] == 1, (moved % 7 == 0) & (out["mask"] != 255))
     assert torch.equal(out["valid"], moved % 5 != 0)
     assert (out["mask"] == 255).sum() == (batch["mask"] == 255).sum()
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a hostile checkpoint would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_never_unpickles_a_file_that_a_checkpoint_points_at(sample, tmp_path: Path) -> None:
+    """A crafted last.ckpt (plain data, so it loads under weights_only=True) whose checkpoint
+    callback names another file as the best model: resuming must not load that file."""
+    cfg = run_cfg(sample, tmp_path / "run")
+    with pytest.raises(Crash):
+        fit(cfg, callbacks=[Interrupt()])
+    marker, evil = tmp_path / "code-ran", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": RunsCode(marker)}, evil)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    (key,) = [k for k in checkpoint["callbacks"] if k.startswith("ModelCheckpoint")]
+    checkpoint["callbacks"][key]["best_model_path"] = str(evil)
+    checkpoint["callbacks"][key]["best_model_score"] = torch.tensor(2.0)   # nothing will beat it
+    torch.save(checkpoint, last)
+    result = fit(cfg, resume=True)
+    assert not marker.exists()
+    assert Path(result["bundle"]).exists()

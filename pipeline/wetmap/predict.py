@@ -312,6 +312,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     for extra in (prob_path, vec_path):
         if extra is not None:
             check_writable(extra, overwrite)
+    refuse_inputs_as_outputs(scenes, bundle, [out, prob_path, vec_path, out.with_suffix(".qml")])
     if client is not None and isinstance(bundle, Bundle):
         raise WetmapError("Dask prediction needs the bundle's path, so that each worker loads it")
     bundle_path = str(bundle) if not isinstance(bundle, Bundle) else None
@@ -382,6 +383,19 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     pixels, valid, wetland = (int(v) for v in counts)
     return PredictResult(out, prob_path, vec_path, list(info["classes"]), len(scenes), pixels, valid / max(1, pixels),
                          wetland / max(1, valid), time.perf_counter() - start, str(device), precision, notes)
+
+
+def refuse_inputs_as_outputs(scenes: Sequence[Scene], bundle: Bundle | str | Path,
+                             outputs: Sequence[Path | None]) -> None:
+    """An output that would replace one of the run's own inputs is refused, `--overwrite` or not."""
+    inputs = {Path(p).resolve() for s in scenes for p in (*(b.path for b in s.spec.bands),
+                                                          *([s.mask.path] if s.mask else []))
+              if not p.startswith("/vsi")}
+    if not isinstance(bundle, Bundle):
+        inputs.add(Path(bundle).resolve())
+    for path in outputs:
+        if path is not None and path.resolve() in inputs:
+            raise WetmapError("this output is also an input of the run; choose another output name", path)
 
 
 def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], force: bool) -> list[str]:

@@ -197,12 +197,15 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
         for old in checkpoints.glob("*.ckpt"):
             old.unlink()
     dm = ChipDataModule(chips, cfg.train.batch_size, cfg.train.num_workers, cfg.seed)
-    trainer.fit(task, datamodule=dm, ckpt_path=str(last) if resume else None)
+    trainer.fit(task, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True)
     if trainer.global_rank != 0:
         return {}
 
-    best = best_cb.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    # The best weights are read from the name this run gave them, never from the path a resumed
+    # checkpoint's callback state names (a crafted last.ckpt could point it at any file), and
+    # only as tensors and plain data: loading a checkpoint never runs code.
+    best = checkpoints / "best.ckpt"
+    state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=True)["state_dict"]
     task.load_state_dict(state)
     metrics = evaluate_chips(task.cpu(), chips, cfg.train.batch_size)
     if len(chips.ids("test")):  # held-out scores, when the chip store has a test split
