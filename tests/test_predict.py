@@ -94,7 +94,15 @@ def test_vectorize_writes_wetland_polygons_with_areas(tmp_path: Path) -> None:
     polygons = gpd.read_file(result.vectors)
     assert list(polygons["area_ha"]) == [pytest.approx(6.0)]
     assert polygons.crs == UTM and polygons.geometry.iloc[0].bounds == (600_200, 5_899_600, 600_400, 5_899_900)
-    assert result.vectors.with_suffix(".qml").exists()
+    # the class raster keeps its legend (OUT.qml); the polygons' style is stored in the GeoPackage,
+    # in the layer_styles table that QGIS applies when it opens the layer
+    assert "paletteEntry" in out.with_suffix(".qml").read_text()
+    import pyogrio
+
+    styles = pyogrio.read_dataframe(result.vectors, layer="layer_styles")
+    assert list(styles["f_table_name"]) == ["wetland"] and bool(styles["useAsDefault"].iloc[0])
+    assert "<qgis" in styles["styleQML"].iloc[0] and "singleSymbol" in styles["styleQML"].iloc[0]
+    assert styles["f_geometry_column"].iloc[0] == pyogrio.read_info(result.vectors, layer="wetland")["geometry_name"]
 
 
 def test_failed_run_leaves_no_output(tmp_path: Path) -> None:

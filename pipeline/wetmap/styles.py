@@ -71,6 +71,24 @@ def write_qml(raster_path: str | Path, text: str) -> Path:
     return path
 
 
+def embed_style(gpkg: str | Path, layer: str, qml: str) -> None:
+    """Store `qml` as `layer`'s default style in the GeoPackage's `layer_styles` table, which QGIS
+    reads when it opens the layer (the table QGIS itself writes with "Save as default").
+
+    Why not a .qml beside the file: OUT.gpkg and OUT.tif share one sidecar name, OUT.qml, and
+    the polygons' style replaced the class raster's legend.
+    """
+    import pandas as pd
+    import pyogrio
+
+    geometry = pyogrio.read_info(gpkg, layer=layer).get("geometry_name") or "geom"
+    row = {"f_table_catalog": "", "f_table_schema": "", "f_table_name": layer, "f_geometry_column": geometry,
+           "styleName": layer, "styleQML": qml, "styleSLD": "", "useAsDefault": True,
+           "description": "wetmap", "owner": "", "ui": "", "update_time": pd.Timestamp.now(tz="UTC")}
+    pyogrio.write_dataframe(pd.DataFrame([row]), gpkg, layer="layer_styles", driver="GPKG",
+                            append="layer_styles" in pyogrio.list_layers(gpkg)[:, 0], layer_options={"FID": "id"})
+
+
 # Dice classes for region maps: the QGIS style and the report's figures use the same bins and colours.
 DICE_BINS: list[tuple[float, float, tuple[int, int, int]]] = [
     (0.0, 0.5, (215, 48, 39)),

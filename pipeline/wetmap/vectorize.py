@@ -16,13 +16,14 @@ import rasterio.features
 import shapely
 
 from wetmap.io.raster import GDAL_ENV, atomic_output, open_raster
-from wetmap.styles import polygon_qml, write_qml
+from wetmap.styles import embed_style, polygon_qml
 
 
 def vectorize_classes(raster: str | Path, out: str | Path, value: int, name: str, min_area_ha: float = 0.0,
                       color: tuple[int, ...] | None = None, overwrite: bool = False) -> gpd.GeoDataFrame:
     """Write the polygons of class `value` in `raster` to the GeoPackage `out` (layer `name`),
-    with `area_ha`; polygons smaller than `min_area_ha` are left out. A .qml style goes beside it."""
+    with `area_ha`; polygons smaller than `min_area_ha` are left out. The style is stored in the
+    GeoPackage (`styles.embed_style`), so the class raster keeps its own OUT.qml."""
     with rasterio.Env(**GDAL_ENV), open_raster(raster) as src:
         crs = src.crs
         shapes = rasterio.features.shapes(rasterio.band(src, 1), connectivity=4, transform=src.transform)
@@ -34,5 +35,5 @@ def vectorize_classes(raster: str | Path, out: str | Path, value: int, name: str
     frame.insert(0, "id", np.arange(1, len(frame) + 1))
     with atomic_output(out, overwrite) as tmp:
         frame.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
-    write_qml(out, polygon_qml(color or (31, 138, 112, 255)))
+        embed_style(tmp, name, polygon_qml(color or (31, 138, 112, 255)))
     return frame
