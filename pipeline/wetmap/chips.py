@@ -41,6 +41,7 @@ from wetmap.config import DEFAULT_BANDS, CloudConfig, TileConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid
 from wetmap.io.vector import open_labels, read_polygons
+from wetmap.labels import LabelCodes
 from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
 from wetmap.scenes.check import scene_info
 from wetmap.tiling import Tile, TileGrid
@@ -64,14 +65,16 @@ class ChipInputs:
     bands: tuple[str, ...] = tuple(DEFAULT_BANDS)
     scl_invalid: tuple[int, ...] = tuple(CloudConfig().scl_invalid)
     dilate: int = 0
+    codes: LabelCodes = LabelCodes()
 
     @classmethod
     def of(cls, image: str | Path, labels: str | Path, clouds: str | Path | None, bands: Sequence[str],
-           cloud: CloudConfig, band_names: Sequence[str] | None = None) -> ChipInputs:
-        """`image`: any scene form; `clouds`: a mask file, "none", or None for the product's own."""
+           cloud: CloudConfig, band_names: Sequence[str] | None = None, codes: LabelCodes | None = None) -> ChipInputs:
+        """`image`: any scene form; `clouds`: a mask file, "none", or None for the product's own;
+        `codes`: how the label raster's values map to classes (default: they are class indexes)."""
         scene = open_scene(image, band_names)
         return cls(scene, str(labels), resolve_mask(scene, str(clouds) if clouds else None), tuple(bands),
-                   tuple(cloud.scl_invalid), cloud.dilate)
+                   tuple(cloud.scl_invalid), cloud.dilate, codes or LabelCodes())
 
     @property
     def cloud(self) -> CloudConfig:
@@ -83,7 +86,8 @@ class ChipInputs:
         return {"scene": self.scene.describe(), "labels": self.labels,
                 "clouds": self.mask.describe() if self.mask else None, "bands": list(self.bands),
                 "read_from": [f"{b.name}: {b.label} ({b.path})" for b in selected],
-                "scl_invalid": list(self.scl_invalid), "dilate": self.dilate}
+                "scl_invalid": list(self.scl_invalid), "dilate": self.dilate,
+                "label_codes": {"classes": list(self.codes.classes), "values": [list(v) for v in self.codes.values]}}
 
 
 @dataclass
@@ -105,7 +109,8 @@ class ChipReader:
         self.n_bands = len(bands)
         try:
             name = inputs.scene.source
-            self.labels = open_labels(inputs.labels, self.grid, image_name=name, unknown=LABEL_UNKNOWN)
+            self.labels = open_labels(inputs.labels, self.grid, image_name=name, unknown=LABEL_UNKNOWN,
+                                      codes=inputs.codes)
             self.clouds = (CloudMask(inputs.mask.path, self.grid, inputs.cloud, kind=inputs.mask.kind, image_name=name)
                            if inputs.mask else None)
         except BaseException:
@@ -239,6 +244,17 @@ def split_by_regions(tiles: TileGrid, grid: Grid, regions: str | Path, split_fie
 
 def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
                min_valid: float) -> list[dict[str, Any]]:
+    """`_cut_batch_rows`, with a user error (e.g. label codes found in this batch) returned as a
+    row instead of raised: a task that raises ends `dask.compute` while the other threads still
+    read, and closing their datasets under them crashed the process."""
+    try:
+        return _cut_batch_rows(inputs, store, jobs, size, min_valid)
+    except WetmapError as exc:
+        return [{"error": str(exc)}]
+
+
+def _cut_batch_rows(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
+                    min_valid: float) -> list[dict[str, Any]]:
     """Read, filter and store a batch of consecutive chips; return their index rows and sums.
 
     Chips are decoded straight into the batch's arrays; the chunks that hold no kept chip are
@@ -367,7 +383,8 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
     out = Path(out)
     if out.exists() and not overwrite:
         raise WetmapError("output folder exists; pass --overwrite to replace it", out)
-    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names)
+    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names,
+                           LabelCodes.of(cfg.classes, cfg.label_values))
     with ChipReader(inputs) as reader:  # validates every input here, before any work is sent out
         grid, dtype, n_bands = reader.grid, reader.dtype, reader.n_bands
     tiles = TileGrid(grid.width, grid.height, cfg.size, cfg.overlap)
@@ -410,6 +427,9 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
                        else dask.compute(*tasks, scheduler="threads"))
         finally:
             close_readers()
+        errors = [r["error"] for part in results for r in part if "error" in r]
+        if errors:
+            raise WetmapError(errors[0])
         rows = sorted((r for part in results for r in part), key=lambda r: r["chip"])
         stats = _stats(rows, cfg.bands)
         _write_index(tmp / INDEX, rows, all_tiles, grid)

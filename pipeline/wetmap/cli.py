@@ -71,6 +71,17 @@ bands_option = click.option("--bands", "band_names", metavar="B02,B03,...",
                             help="Name a stacked raster's bands, in order (for files without band descriptions).")
 
 
+label_map_option = click.option("--label-map", metavar='"wetland=2;other=1;unknown=0"',
+                                help="How the label raster's values map to classes (default: they are the class "
+                                     "indexes, 0 other, 1 wetland, 255 unknown).")
+
+
+def _label_map(text: str | None) -> dict[str, list[float]] | None:
+    from wetmap.labels import parse_label_map
+
+    return parse_label_map(text) if text else None
+
+
 def _names(text: str | None) -> list[str] | None:
     return [b.strip() for b in text.split(",") if b.strip()] if text else None
 
@@ -89,17 +100,18 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Tiling YAML (see configs/tile.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing chip store.")
 @bands_option
+@label_map_option
 @_scale_options
 @overrides_option
 def tile(image: str | None, labels: str | None, clouds: str | None, output: Path, size: int | None,
          overlap: int | None, min_valid: float | None, split_regions: Path | None, compress: bool | None,
-         config_path: Path | None, overwrite: bool, band_names: str | None, workers: int | None,
-         scheduler: str | None, overrides: tuple[str, ...]) -> None:
+         config_path: Path | None, overwrite: bool, band_names: str | None, label_map: str | None,
+         workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
     """Cut training chips (image, label, valid mask) from a scene into a Zarr chip store, with Dask."""
     extra = config.parse_overrides(overrides)
     for key, value in (("image", image), ("labels", labels), ("clouds", clouds), ("size", size),
                        ("overlap", overlap), ("min_valid", min_valid), ("compress", compress),
-                       ("band_names", _names(band_names))):
+                       ("band_names", _names(band_names)), ("label_values", _label_map(label_map))):
         if value is not None:
             extra[key] = str(value) if isinstance(value, Path) else value
     if split_regions is not None:
@@ -217,13 +229,16 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 @click.option("--region-field", help="Attribute holding the region name (default: name, region or id).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Evaluation YAML (see configs/evaluate.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@label_map_option
 @overrides_option
 def evaluate(pred: Path, truth: Path, regions: Path, output: Path, clouds: Path | None, region_field: str | None,
-             config_path: Path | None, overwrite: bool, overrides: tuple[str, ...]) -> None:
+             config_path: Path | None, overwrite: bool, label_map: str | None, overrides: tuple[str, ...]) -> None:
     """Score a prediction per region of a vector file: Dice, IoU, precision, recall, areas."""
     extra = config.parse_overrides(overrides)
     if region_field is not None:
         extra["region_field"] = region_field
+    if label_map is not None:
+        extra["label_values"] = _label_map(label_map)
     cfg = config.load(config.EvaluateConfig, config_path, extra)
     from wetmap.report import evaluate as run_evaluate
 

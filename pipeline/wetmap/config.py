@@ -58,6 +58,7 @@ class DataConfig(Strict):
     labels: str | None = None
     clouds: str | None = None
     band_names: list[str] | None = None
+    label_values: dict[str, list[float]] | None = None   # e.g. {wetland: [2], other: [1], unknown: [0]}
     bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS))
     chip_size: int = Field(128, ge=32, le=2048)
     min_valid: float = Field(0.3, ge=0.0, le=1.0)
@@ -91,6 +92,8 @@ class TileConfig(Strict):
     labels: str
     clouds: str | None = None           # a mask file, "none", or unset: the product's own mask
     band_names: list[str] | None = None  # a stacked raster's bands, in order, if it has no descriptions
+    classes: list[str] = Field(default_factory=lambda: ["other", "wetland"], min_length=2)
+    label_values: dict[str, list[float]] | None = None   # label codes -> classes (wetmap.labels)
     bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS))
     size: int = Field(256, ge=32, le=4096)
     overlap: int = Field(32, ge=0)
@@ -163,6 +166,7 @@ class PredictConfig(Strict):
 
 class EvaluateConfig(Strict):
     region_field: str | None = None
+    label_values: dict[str, list[float]] | None = None   # the reference's codes -> classes (wetmap.labels)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
 

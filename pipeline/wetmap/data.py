@@ -7,7 +7,7 @@ spatial block of chips, so neighbouring chips never straddle train and validatio
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from wetmap.chips import ChipInputs, ChipReader, open_chip_store, split_by_block
 from wetmap.config import DataConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import GDAL_ENV
+from wetmap.labels import LabelCodes
 from wetmap.scenes.check import scene_info
 from wetmap.tiling import TileGrid
 
@@ -86,10 +87,12 @@ def band_stats(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nda
     return mean, np.where(std > 0, std, 1.0)
 
 
-def extract_chips(cfg: DataConfig, seed: int = 0) -> ChipSet:
-    """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory."""
+def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("other", "wetland")) -> ChipSet:
+    """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory;
+    the label raster's values must be `classes` indexes unless `cfg.label_values` maps them."""
     images, labs, valids, splits = [], [], [], []
-    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names)
+    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names,
+                           LabelCodes.of(classes, cfg.label_values))
     with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
         tiles = TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size)
         # The same block split as `wetmap tile`: blocks of split_block x split_block chips.

@@ -36,6 +36,7 @@ from wetmap.io.raster import (
 )
 from wetmap.io.readahead import read_ahead
 from wetmap.io.vector import open_labels, read_polygons
+from wetmap.labels import LabelCodes
 from wetmap.metrics import COUNT_NAMES, class_scores, matrix_counts
 from wetmap.styles import dice_qml, write_qml
 from wetmap.tiling import blocks
@@ -85,12 +86,12 @@ class BlockCounter:
     pixel codes (see `wetmap.zonal`), added one block at a time."""
 
     def __init__(self, pred: str | Path, truth: str | Path, clouds: str | Path | None, grid: Grid,
-                 cfg: EvaluateConfig, k: int, geoms: list[shapely.Geometry]) -> None:
+                 cfg: EvaluateConfig, k: int, geoms: list[shapely.Geometry], codes: LabelCodes | None = None) -> None:
         self.grid = grid
         self.tree = shapely.STRtree(geoms)
         self.zonal = ZonalCounter(geoms, grid.transform, k)
         self.src = open_raster(pred)
-        self.labels = open_labels(truth, grid, image_name=pred, unknown=NODATA)
+        self.labels = open_labels(truth, grid, image_name=pred, unknown=NODATA, codes=codes)
         self.mask = CloudMask(clouds, grid, cfg.cloud, image_name=pred) if clouds else None
 
     def work(self, windows: list[rasterio.windows.Window]) -> list[tuple[rasterio.windows.Window, np.ndarray]]:
@@ -128,7 +129,7 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
         gdf = read_polygons(regions, grid.crs)
         names = region_names(gdf, cfg.region_field, regions)
         geoms = list(gdf.geometry)
-        counter = BlockCounter(pred, truth, clouds, grid, cfg, k, geoms)
+        counter = BlockCounter(pred, truth, clouds, grid, cfg, k, geoms, LabelCodes.of(classes, cfg.label_values))
         try:
             work = counter.work(list(blocks(grid.width, grid.height, BLOCK)))
             for (window, hits), *layers in read_ahead(work, lambda item: counter.read(item[0]), READ_AHEAD):

@@ -166,7 +166,8 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
     if bundle_path.exists() and not (overwrite or resume):
         raise WetmapError("a model bundle already exists; pass --overwrite or --resume", bundle_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    chips = load_chip_store(cfg.data.chips, cfg.data.bands) if cfg.data.chips else extract_chips(cfg.data, cfg.seed)
+    chips = (load_chip_store(cfg.data.chips, cfg.data.bands) if cfg.data.chips
+             else extract_chips(cfg.data, cfg.seed, cfg.model.classes))
     summary = chip_summary(chips)
     kind = task_kind(len(cfg.model.classes))
     task = WetmapTask(**torchgeo_task_args(cfg.model, len(cfg.data.bands)), lr=cfg.train.lr,

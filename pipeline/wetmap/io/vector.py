@@ -21,6 +21,7 @@ from rasterio.windows import Window
 from wetmap.errors import WetmapError
 from wetmap.io.paths import check_local, gdal_path
 from wetmap.io.raster import Grid, aligned, open_raster, read_window
+from wetmap.labels import LabelCodes
 
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".parquet"}
 
@@ -94,16 +95,29 @@ class PolygonLabels:
 
 
 class RasterLabels:
-    """A label raster reprojected / cropped / padded onto a grid (nearest), read by window."""
+    """A label raster reprojected / cropped / padded onto a grid (nearest), read by window as
+    classes: its values go through `codes` (checked: a value that is no class is an error)."""
 
-    def __init__(self, path: str | Path, grid: Grid, image_name: str | Path | None = None, unknown: int = 255) -> None:
+    def __init__(self, path: str | Path, grid: Grid, image_name: str | Path | None = None, unknown: int = 255,
+                 codes: LabelCodes | None = None) -> None:
         self.path = gdal_path(path)
         self._src = open_raster(self.path)
-        self._view = aligned(self._src, grid, nodata=unknown, name=self.path, other=image_name)
         self.unknown = unknown
+        self.codes = codes or LabelCodes()
+        self.nodata = self._src.nodata
+        try:
+            self.codes.check_nodata(self.nodata, self.path)
+            # A nodata value the user mapped to a class is a class: the warp must not drop it.
+            mapped = dict(self.codes.values).get(float(self.nodata)) if self.nodata is not None else None
+            keep = mapped is not None and mapped != unknown
+            self._view = aligned(self._src, grid, nodata=unknown, name=self.path, other=image_name,
+                                 src_nodata=unknown if keep else None)
+        except BaseException:
+            self._src.close()
+            raise
 
     def read(self, window: Window) -> np.ndarray:
-        return read_window(self._view, window, 1)
+        return self.codes.apply(read_window(self._view, window, 1), self.nodata, self.path)
 
     def close(self) -> None:
         if self._view is not self._src:
@@ -112,8 +126,8 @@ class RasterLabels:
 
 
 def open_labels(path: str | Path, grid: Grid, image_name: str | Path | None = None,
-                unknown: int = 255) -> PolygonLabels | RasterLabels:
+                unknown: int = 255, codes: LabelCodes | None = None) -> PolygonLabels | RasterLabels:
     """Labels on `grid` from a label raster (aligned, `unknown` outside it) or wetland polygons."""
     if is_vector(path):
         return PolygonLabels(path, grid, image_name=image_name)
-    return RasterLabels(path, grid, image_name=image_name, unknown=unknown)
+    return RasterLabels(path, grid, image_name=image_name, unknown=unknown, codes=codes)
