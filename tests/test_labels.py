@@ -109,3 +109,15 @@ def test_evaluate_checks_the_reference_codes_too(sample, bundle_path, tmp_path, 
     assert run_cli(["evaluate", out, sample.labels, "--regions", sample.regions, "-o", tmp_path / "r3"],
                    monkeypatch) == 0
     assert (tmp_path / "r2" / "regions.csv").read_text() == (tmp_path / "r3" / "regions.csv").read_text()
+
+
+def test_evaluate_refuses_what_is_not_a_class_map(sample, bundle_path, tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "map.tif"
+    assert run_cli(["predict", bundle_path, sample.scene_a, "--clouds", sample.scene_a_scl, "-o", out, "--probabilities",
+                    "--set", "device=cpu", "--tile-size", "64", "--overlap", "16"], monkeypatch) == 0
+    for wrong, says in ((tmp_path / "map_probability.tif", "not a class map"), (sample.scene_a, "not a class map")):
+        code = run_cli(["evaluate", wrong, sample.labels, "--regions", sample.regions, "-o", tmp_path / "report"],
+                       monkeypatch)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and says in err and str(wrong) in err
+        assert not any((tmp_path / "report").glob("*")), "no report is left behind"

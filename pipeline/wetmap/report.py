@@ -87,7 +87,7 @@ class BlockCounter:
 
     def __init__(self, pred: str | Path, truth: str | Path, clouds: str | Path | None, grid: Grid,
                  cfg: EvaluateConfig, k: int, geoms: list[shapely.Geometry], codes: LabelCodes | None = None) -> None:
-        self.grid = grid
+        self.grid, self.k = grid, k
         self.tree = shapely.STRtree(geoms)
         self.zonal = ZonalCounter(geoms, grid.transform, k)
         self.src = open_raster(pred)
@@ -101,9 +101,15 @@ class BlockCounter:
         return [(windows[i], region[window_of == i]) for i in np.unique(window_of)]
 
     def read(self, window: rasterio.windows.Window) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Prediction, truth and clear mask of `window`."""
-        return (read_window(self.src, window, 1), self.labels.read(window),
-                self.mask.valid(window) if self.mask is not None else None)
+        """Prediction, truth and clear mask of `window`; a prediction value that is no class is an error."""
+        pred = read_window(self.src, window, 1)
+        bad = (pred >= self.k) & (pred != NODATA)
+        if bad.any():
+            found = ", ".join(str(v) for v in np.unique(pred[bad])[:6])
+            raise WetmapError(f"values {found}... are not classes (0-{self.k - 1}) or {NODATA}: not a class map "
+                              "(the probability raster, or a scene?); evaluate the classes OUT.tif that "
+                              "wetmap predict writes", self.src.name)
+        return pred, self.labels.read(window), self.mask.valid(window) if self.mask is not None else None
 
     def close(self) -> None:
         self.labels.close()
@@ -125,6 +131,9 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
         with open_raster(pred) as src:
             grid = Grid.of(src)
             classes = (src.tags().get("CLASSES") or "other,wetland").split(",")
+            if src.count != 1 or np.dtype(src.dtypes[0]).kind not in "iu":
+                raise WetmapError(f"not a class map: {src.count} band(s) of {src.dtypes[0]}; evaluate takes the "
+                                  "one-band integer class raster that wetmap predict writes", pred)
         k = len(classes)
         gdf = read_polygons(regions, grid.crs)
         names = region_names(gdf, cfg.region_field, regions)
