@@ -7,7 +7,8 @@ A generated N x N scene (default 4096) is written twice:
   - as the stack a user would make to avoid that: one 6-band uint16 tiled DEFLATE GeoTIFF at
     10 m (reflectance x 10000), with the same SCL passed by --clouds.
 Both are predicted with the same ResNet-18 U-Net (random weights: timing does not depend on
-them) and, to show what bounds the ratio, with a 1x1-convolution model (the data path alone).
+them) and, to show what bounds the ratio, with a 1x1-convolution model (the data path alone);
+then each band file's share of reading is timed alone, and GDAL's JPEG 2000 decoding rate.
 Runs alternate between the two forms; medians of the repeats. Target: SAFE <= 1.3x the stack.
 
     .venv/bin/python benchmarks/bench_scene_read.py [--size 4096] [--repeats 3] [--json]
@@ -95,6 +96,33 @@ def make_products(folder: Path, size: int) -> tuple[Path, Path, Path]:
     return safe, stack, safe / f"{scl_rel}.jp2"
 
 
+def read_breakdown(scene: Path, size: int) -> dict[str, float]:
+    """Seconds each band file takes to serve prediction's tiles (strips, warps, decoding), read alone."""
+    from wetmap.predict import READ_ENV
+    from wetmap.scenes import SceneReader, open_scene, scene_grid
+    from wetmap.tiling import TileGrid
+
+    bands = open_scene(scene).select(["B02", "B03", "B04", "B08", "B11", "B12"])
+    grid = scene_grid(bands)
+    times: dict[str, float] = {}
+    with rasterio.Env(**READ_ENV), SceneReader(bands, grid, strips=True) as reader:
+        for tile in TileGrid(size, size, CFG.tile_size, CFG.overlap):
+            for file in reader.files:
+                start = time.perf_counter()
+                file.read(tile.window)
+                key = "+".join(b.name for b in file.sources)
+                times[key] = times.get(key, 0.0) + time.perf_counter() - start
+    return {k: round(v, 2) for k, v in times.items()}
+
+
+def decode_rate(path: Path, threads: str) -> float:
+    """Mpx/s of GDAL decoding one whole JPEG 2000 band."""
+    with rasterio.Env(GDAL_NUM_THREADS=threads), rasterio.open(path) as src:
+        start = time.perf_counter()
+        src.read(1)
+        return round(src.width * src.height / 1e6 / (time.perf_counter() - start), 1)
+
+
 def timed(bundle, scene: Path, clouds: Path | None, out: Path) -> float:
     start = time.perf_counter()
     predict_mosaic(bundle, [scene], out, clouds=[clouds], cfg=CFG, probabilities=True, overwrite=True)
@@ -126,6 +154,10 @@ def main() -> None:
             figures[f"{name}_stacked_s"] = round(stack_s, 2)
             figures[f"{name}_ratio"] = round(safe_s / stack_s, 3)
             figures[f"{name}_ratios"] = [round(a / b, 3) for a, b in zip(times["safe"], times["stacked"])]
+        figures["read_s_safe"] = read_breakdown(safe, args.size)
+        figures["read_s_stacked"] = read_breakdown(stack, args.size)
+        b02 = next(safe.rglob("*_B02_10m.jp2"))
+        figures["jp2_decode_mpx_s"] = {"1 thread": decode_rate(b02, "1"), "all cores": decode_rate(b02, "ALL_CPUS")}
     if args.json:
         print(json.dumps(figures))
         return
@@ -134,6 +166,9 @@ def main() -> None:
     for name, label in (("unet", "U-Net (ResNet-18), end to end"), ("pointwise", "1x1 conv: the data path alone")):
         print(f"{label}: SAFE {figures[f'{name}_safe_s']} s, stacked {figures[f'{name}_stacked_s']} s, "
               f"ratio {figures[f'{name}_ratio']} (per round {figures[f'{name}_ratios']}; target <= 1.3 end to end)")
+    print(f"serving prediction's tiles, per band file, read alone (s): SAFE {figures['read_s_safe']}; "
+          f"stacked {figures['read_s_stacked']}")
+    print(f"JPEG 2000 decoding of one 10 m band (GDAL's OpenJPEG), Mpx/s: {figures['jp2_decode_mpx_s']}")
 
 
 if __name__ == "__main__":

@@ -478,3 +478,47 @@ def test_an_output_that_is_an_input_is_refused_even_with_overwrite(sample, bundl
         else:
             assert code == 2 and "also an input" in capsys.readouterr().err
     assert Path(sample.scene_a).read_bytes() == before
+
+
+def test_a_stac_item_that_cannot_say_its_offset_is_refused(tmp_path) -> None:
+    item = {"type": "Feature", "id": "S2B_X", "properties": {"platform": "sentinel-2b", "datetime": "2023-05-01T10:00:00Z"},
+            "assets": {"B04": {"href": "B04.tif", "type": "image/tiff", "roles": ["data"]}}}
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    with pytest.raises(WetmapError, match="cannot tell whether its values carry the -1000 offset"):
+        open_scene(tmp_path / "item.json")
+    item["properties"]["datetime"] = "2021-05-01T10:00:00Z"   # before baseline 04.00: no offset existed
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    assert open_scene(tmp_path / "item.json").bands[0].offset == 0.0
+
+
+def test_loose_sentinel2_files_of_2022_on_warn_about_the_offset(sample, tmp_path) -> None:
+    scene = products.read_sample(sample)
+    for name in ("B02", "B03"):
+        products.write(tmp_path / f"T32UPU_20230612T103031_{name}_10m.jp2", scene.bands[name], scene.crs,
+                       scene.transform, driver="JP2OpenJPEG")
+    with pytest.warns(WetmapWarning, match="store reflectance \\+ 1000"):
+        spec = open_scene(tmp_path)
+    assert [b.offset for b in spec.bands] == [0.0, 0.0]
+
+
+def test_model_bands_are_named_one_way_however_spelled() -> None:
+    cfg = config.build(config.TileConfig, {"image": "x", "labels": "y",
+                                           "bands": ["B2", "green", "red", "nir", "swir16", "B12"]})
+    assert cfg.bands == list(products.MODEL_BANDS)
+    with pytest.raises(WetmapError, match="'B13' is not a band name"):
+        config.build(config.TileConfig, {"image": "x", "labels": "y", "bands": ["B02", "B13"]})
+
+
+def test_raw_digital_numbers_are_refused_by_their_median(sample, bundle_path) -> None:
+    """Values shifted far from the training mean (e.g. Landsat DN never rescaled) with a normal spread."""
+    from dataclasses import replace
+
+    from wetmap.scenes.check import check_range
+
+    bundle = load_bundle(bundle_path)
+    spec = open_scene(sample.scene_a)
+    bands = spec.select(bundle.bands)
+    check_range(spec, bands, bundle.bands, bundle.mean, bundle.std)   # the scene itself passes
+    shifted = tuple(replace(b, offset=8000.0) for b in bands)
+    with pytest.raises(WetmapError, match="far outside the model's training range"):
+        check_range(spec, shifted, bundle.bands, bundle.mean, bundle.std)

@@ -43,7 +43,6 @@ from wetmap.io.raster import Grid
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.labels import LabelCodes
 from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
-from wetmap.scenes.check import scene_info
 from wetmap.tiling import Tile, TileGrid
 
 LABEL_UNKNOWN = 255
@@ -83,7 +82,7 @@ class ChipInputs:
     def describe(self) -> dict[str, Any]:
         """The inputs as chips.json records them."""
         selected = self.scene.select(self.bands)
-        return {"scene": self.scene.describe(), "labels": self.labels,
+        return {"labels": self.labels,
                 "clouds": self.mask.describe() if self.mask else None, "bands": list(self.bands),
                 "read_from": [f"{b.name}: {b.label} ({b.path})" for b in selected],
                 "scl_invalid": list(self.scl_invalid), "dilate": self.dilate,
@@ -436,7 +435,7 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         counts = {name: sum(1 for r in rows if r["kept"] and r["split"] == name) for name in SPLITS}
         meta = {
             "format": "wetmap-chips/1", "wetmap": __version__, "inputs": inputs.describe(),
-            "scene": scene_info(inputs.scene),
+            "scene": inputs.scene.describe(),
             "crs": grid.crs.to_wkt(), "transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height,
             "size": cfg.size, "overlap": cfg.overlap, "min_valid": cfg.min_valid, "seed": cfg.seed,
             "compress": cfg.compress,

@@ -23,7 +23,6 @@ from wetmap.config import DataConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import GDAL_ENV
 from wetmap.labels import LabelCodes
-from wetmap.scenes.check import scene_info
 from wetmap.tiling import TileGrid
 
 
@@ -70,7 +69,7 @@ class ChipSet:
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     std: np.ndarray = field(default_factory=lambda: np.ones(0))
     summary: dict[str, float | int] = field(default_factory=dict)
-    scene: dict[str, Any] = field(default_factory=dict)   # sensor, level, convention (scenes.check.scene_info)
+    scene: dict[str, Any] = field(default_factory=dict)   # what the chips were cut from (SceneSpec.describe)
 
     def ids(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split == name)
@@ -117,7 +116,7 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
     used = np.isin(split, ("train", "val"))
     wet = ((label == 1) & valid)[used].sum()
     summary = {"valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum()))}
-    return ChipSet(image, label, valid, split, list(cfg.bands), mean, std, summary, scene_info(inputs.scene))
+    return ChipSet(image, label, valid, split, list(cfg.bands), mean, std, summary, inputs.scene.describe())
 
 
 def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:

@@ -14,8 +14,6 @@ fresh snow's blue median lies ~28 standard deviations above a summer scene's. A 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
@@ -29,12 +27,7 @@ MEDIAN_SDS = 30.0       # a median this many training standard deviations from t
 SAMPLE_SIZE, MIN_PIXELS = 512, 500
 
 
-def scene_info(spec: SceneSpec) -> dict[str, Any]:
-    """What a model bundle records of the scene it was trained on."""
-    return {"convention": CONVENTION, "sensor": spec.sensor, "level": spec.level, "form": spec.form}
-
-
-def level_mismatch(trained: dict[str, Any], spec: SceneSpec) -> str | None:
+def level_mismatch(trained: dict[str, object], spec: SceneSpec) -> str | None:
     """A one-line warning when the scene's processing level differs from the training scene's."""
     level = trained.get("level")
     if level and spec.level and level != spec.level:
@@ -52,26 +45,31 @@ def sample_values(bands: Sequence[BandSource]) -> list[np.ndarray]:
     GeoTIFF ~100 times over). Clouds are not masked here: they move a band's median by a few
     standard deviations at most.
     """
-    out = []
-    for band in bands:
-        with open_raster(band.path) as src:
-            if src.overviews(band.index):
+    samples: dict[int, np.ndarray] = {}
+    for path in dict.fromkeys(b.path for b in bands):   # each file opened and read once
+        members = [(k, b) for k, b in enumerate(bands) if b.path == path]
+        indexes = [b.index for _, b in members]
+        with open_raster(path) as src:
+            if src.overviews(indexes[0]):
                 factor = max(1, max(src.width, src.height) // SAMPLE_SIZE)
-                shape = (max(1, src.height // factor), max(1, src.width // factor))
-                raw = src.read(band.index, out_shape=shape, resampling=Resampling.nearest).ravel()
+                shape = (len(indexes), max(1, src.height // factor), max(1, src.width // factor))
+                raw = src.read(indexes, out_shape=shape, resampling=Resampling.nearest).reshape(len(indexes), -1)
             else:
                 size = min(SAMPLE_SIZE // 4, src.width, src.height)
                 rows = np.linspace(0, src.height - size, 4).round().astype(int)
                 cols = np.linspace(0, src.width - size, 4).round().astype(int)
-                raw = np.concatenate([src.read(band.index, window=Window(c, r, size, size)).ravel()
-                                      for r in dict.fromkeys(rows.tolist()) for c in dict.fromkeys(cols.tolist())])
-            nodata = band.nodata if band.nodata is not None else src.nodata
-        values = raw.astype(np.float64)
-        keep = ~np.isnan(values)
-        if nodata is not None and not np.isnan(nodata):
-            keep &= values != nodata
-        out.append(values[keep] * band.scale + band.offset)
-    return out
+                raw = np.concatenate([src.read(indexes, window=Window(c, r, size, size)).reshape(len(indexes), -1)
+                                      for r in dict.fromkeys(rows.tolist()) for c in dict.fromkeys(cols.tolist())],
+                                     axis=1)
+            file_nodata = src.nodata
+        for row, (k, band) in zip(raw, members):
+            nodata = band.nodata if band.nodata is not None else file_nodata
+            values = row.astype(np.float64)
+            keep = ~np.isnan(values)
+            if nodata is not None and not np.isnan(nodata):
+                keep &= values != nodata
+            samples[k] = values[keep] * band.scale + band.offset
+    return [samples[k] for k in range(len(bands))]
 
 
 def check_range(spec: SceneSpec, bands: Sequence[BandSource], names: Sequence[str], mean: np.ndarray,
