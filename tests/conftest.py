@@ -1,8 +1,14 @@
-"""Shared fixtures: one small generated sample area and one tiny trained model per session."""
+"""Shared fixtures, one of each per session: a small generated sample area, a tiny trained model,
+and a runner of `wetmap` commands in fresh processes."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,3 +49,54 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     with pytest.raises(SystemExit) as exit_info:
         main()
     return int(exit_info.value.code or 0)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stderr: str
+
+
+def _private_mount() -> list[str]:
+    """How to start a process in its own mount namespace, where it may mount a tmpfs; [] if the
+    machine allows neither (then the file-size tests still fill files for real)."""
+    if shutil.which("unshare") is None:
+        return []
+    for prefix in (["unshare", "-m"], ["unshare", "-rm"]):
+        probe = subprocess.run([*prefix, "sh", "-c", 'd=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs "$d"'],
+                               capture_output=True)
+        if probe.returncode == 0:
+            return prefix
+    return []
+
+
+class Runner:
+    """A `cli_runner.py` server; calling it runs one `wetmap` command in a fresh process."""
+
+    def __init__(self) -> None:
+        self.prefix = _private_mount()
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, str(Path(__file__).with_name("cli_runner.py"))],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+
+    def __call__(self, args: list, limit: int | None = None, tmpfs_kib: int | None = None,
+                 disk: Path | None = None, keep: Path | None = None) -> Result:
+        request = {"args": [str(a) for a in args], "limit": limit}
+        if tmpfs_kib:
+            request.update(tmpfs_kib=tmpfs_kib, tmpfs_dir=str(disk), keep=str(keep))
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        return Result(answer["rc"], answer["stderr"])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def wetmap() -> Iterator[Runner]:
+    """Run `wetmap ARGS` in a fresh process (optionally under a file-size limit or on a tmpfs)."""
+    runner = Runner()
+    yield runner
+    runner.close()

@@ -15,6 +15,7 @@ from wetmap.config import DEFAULT_BANDS, CloudConfig
 from wetmap.chips import (FLAT_KEYS, ChipInputs, ChipReader, _raw_chunk_folder, _store_chunks, build_chip_store,
                           open_chip_store, split_by_blocks)
 from wetmap.cluster import dask_client
+from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid, open_lazy, stack_bands, write_raster
 from wetmap.tiling import TileGrid
 
@@ -212,7 +213,7 @@ def test_training_reads_the_chip_store(store, tmp_path: Path) -> None:
     from wetmap.model import load_bundle
     from wetmap.train import fit
 
-    cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(store.path), "chip_size": 64},
+    cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(store.path)},
                                                "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path)})
     result = fit(cfg)
     assert result["chips_train"] == len(store.chips("train")) and result["chips_val"] == len(store.chips("val"))
@@ -232,8 +233,60 @@ def test_training_scores_the_test_split_when_there_is_one(sample, tmp_path: Path
     from wetmap.train import fit
 
     build_chip_store(tile_cfg(sample, overlap=0, split={"block": 64, "val": 0.25, "test": 0.25}), tmp_path / "s")
-    cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(tmp_path / "s"), "chip_size": 64},
+    cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(tmp_path / "s")},
                                                "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path / "r")})
     result = fit(cfg)
     assert result["chips_test"] == len(open_chip_store(tmp_path / "s").chips("test")) > 0
     assert 0.0 <= result["test_dice"] <= 1.0 or np.isnan(result["test_dice"])
+
+
+def test_no_chip_kept_names_the_file_that_explains_it(sample, tmp_path: Path) -> None:
+    """All cloud, all-unknown labels, regions beside the scene: each names its own file."""
+    with rasterio.open(sample.scene_a_scl) as src:
+        grid, scl = Grid.of(src), src.read(1)
+    cloud = tmp_path / "all_cloud_scl.tif"
+    write_raster(cloud, np.full_like(scl, 9), grid, nodata=0, descriptions=["SCL"])
+    streaks = tmp_path / "streaks_scl.tif"
+    scl[::8] = 9  # a cloudy row in every 8: no 64 px tile is wholly clear
+    write_raster(streaks, scl, grid, nodata=0, descriptions=["SCL"])
+    with rasterio.open(sample.labels) as src:
+        world = Grid.of(src)
+        unknown = tmp_path / "unknown_labels.tif"
+        write_raster(unknown, np.full((src.height, src.width), 255, np.uint8), world, nodata=255)
+    import geopandas as gpd
+    import shapely
+
+    away = tmp_path / "away.gpkg"
+    gpd.GeoDataFrame({"split": ["train"]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326).to_file(away)
+    for extra, fragments in (
+            ({"clouds": str(cloud)}, ("all_cloud_scl.tif", "no clear pixel", "all cloud")),
+            ({"labels": str(unknown)}, ("unknown_labels.tif", "no labelled pixel")),
+            ({"split": {"regions": str(away)}}, ("away.gpkg", "do not overlap")),
+            ({"min_valid": 1.0, "clouds": str(streaks)}, ("no train tile has 100%", "streaks_scl.tif",
+                                                          "lower --min-valid"))):
+        with pytest.raises(WetmapError) as info:
+            build_chip_store(tile_cfg(sample, **extra), tmp_path / "store")
+        assert all(f in str(info.value) for f in fragments), str(info.value)
+        assert not (tmp_path / "store").exists()
+
+
+def test_an_empty_split_is_said_with_its_reason(monkeypatch, capsys, sample, tmp_path: Path) -> None:
+    """The default 1024 px split block on a 256 px scene leaves no validation block; tile says so
+    in one warning line and in its summary (it was silent until train failed)."""
+    args = ["tile", "--image", sample.scene_a, "--labels", sample.labels, "--clouds", sample.scene_a_scl,
+            "--size", "64", "-o", tmp_path / "a"]
+    assert run_cli(args, monkeypatch) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if "val split is empty" in line]
+    assert len(warning) == 1 and "256 x 256 px scene holds 1 split block of 1024 px" in warning[0]
+    assert "--set split.block=" in warning[0]
+    assert "val split empty" in captured.out
+    assert open_chip_store(tmp_path / "a").meta["empty_splits"]["val"]
+
+    regions = ["--split-regions", sample.regions, "--set", "split.val=0.01", "--set", "split.test=0.0"]
+    assert run_cli([*args[:-1], tmp_path / "b", *regions], monkeypatch) == 0
+    err = capsys.readouterr().err
+    assert "drawn at random and none fell to val" in err and "split.region_field" in err
+
+    assert run_cli([*args[:-1], tmp_path / "c", "--set", "split.block=128"], monkeypatch) == 0
+    assert "split is empty" not in capsys.readouterr().err

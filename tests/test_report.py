@@ -14,6 +14,7 @@ import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
 from wetmap import report as report_module
 from wetmap.io.raster import Grid, write_raster
@@ -171,3 +172,36 @@ def test_cli_refuses_to_replace_a_report_and_names_bad_field(scene, tmp_path: Pa
     assert run_cli([*args, "--overwrite", "--region-field", "nope"], monkeypatch) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no field 'nope'" in err[0] and "regions.gpkg" in err[0]
+
+
+def test_areas_are_true_hectares_in_degrees_and_in_web_mercator(tmp_path: Path) -> None:
+    """A map in EPSG:4326 at 60 N: its pixels are about half as wide on the ground as they are
+    tall, and areas were square degrees (0.0 ha). Now: the rectangle's ellipsoidal area."""
+    from pyproj import Geod
+
+    from wetmap.areas import PixelArea
+    from wetmap.vectorize import vectorize_classes
+
+    grid = Grid(CRS.from_epsg(4326), Affine(0.001, 0, 10.0, 0, -0.001, 60.1), 200, 200)
+    pred = np.zeros((200, 200), np.uint8)
+    pred[50:150, 20:120] = 1                         # 0.1 x 0.1 degrees of wetland
+    write_raster(tmp_path / "pred.tif", pred, grid, nodata=255, tags={"CLASSES": "other,wetland"})
+    write_raster(tmp_path / "truth.tif", pred, grid, nodata=255)
+    gpd.GeoDataFrame({"name": ["all"]}, geometry=[shapely.box(*grid.bounds)], crs=4326).to_file(tmp_path / "r.gpkg")
+    rep = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif", tmp_path / "r.gpkg", tmp_path / "rep")
+
+    west, north = 10.0 + 20 * 0.001, 60.1 - 50 * 0.001
+    lons = np.r_[np.linspace(west, west + 0.1, 101), np.linspace(west + 0.1, west, 101)]
+    lats = np.r_[np.full(101, north), np.full(101, north - 0.1)]   # parallels, densified
+    true_ha = abs(Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)[0]) / 10_000
+    assert rep["regions"][0]["pred_area_ha"] == pytest.approx(true_ha, rel=1e-4)
+    assert rep["overall"]["ref_area_ha"] == pytest.approx(true_ha, rel=1e-4)
+    assert rep["pixel_area_ha"] is None and "ellipsoid" in rep["area_method"]
+    polygons = vectorize_classes(tmp_path / "pred.tif", tmp_path / "p.gpkg", 1, "wetland")
+    assert polygons["area_ha"].sum() == pytest.approx(true_ha, rel=1e-4)
+
+    mercator = Grid(CRS.from_epsg(3857), Affine(10, 0, 1_113_195, 0, -10, 8_399_738), 100, 100)  # 10 m at 60 N
+    area = PixelArea(mercator)
+    assert area.nominal is None and area.of(Window(0, 0, 100, 100)) == pytest.approx(0.01 * 0.25, rel=0.01)
+    utm = Grid(CRS.from_epsg(32632), Affine(10, 0, 500_000, 0, -10, 6_000_000), 100, 100)
+    assert PixelArea(utm).nominal == pytest.approx(0.01, rel=1e-12)

@@ -24,6 +24,8 @@ class ChipCounts:
     wetland: int
     sums: np.ndarray      # (C,) float64
     squares: np.ndarray   # (C,) float64
+    clear: int = 0        # pixels clear by the cloud mask, with data (set by the reader)
+    labelled: int = 0     # pixels with a known label (set by the reader)
 
 
 def mask_chip(raw: np.ndarray, label: np.ndarray, valid: np.ndarray, nodata: float | None,

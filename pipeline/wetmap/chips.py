@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import threading
-import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +35,11 @@ from zarr.codecs.bytes import Endian
 
 from wetmap import __version__
 from wetmap.chipmask import ChipCounts, mask_chip
+from wetmap.chipnotes import empty_splits, no_chip_kept
 from wetmap.cloud import CloudMask
 from wetmap.config import DEFAULT_BANDS, CloudConfig, TileConfig
-from wetmap.errors import WetmapError
+from wetmap.errors import WetmapError, WetmapWarning
+from wetmap.io.outputs import check_writable, commit_dir, remove_stale, scratch_path, write_failure
 from wetmap.io.raster import Grid
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.labels import LabelCodes
@@ -121,11 +122,15 @@ class ChipReader:
         the image is decoded straight into them), masked by `mask_chip`."""
         ok = self.scene.read_into(window, raw)
         label[...] = self.labels.read(window)
+        labelled = int(np.count_nonzero(label != LABEL_UNKNOWN))
         valid[...] = self.clouds.valid(window) if self.clouds is not None else True
         if ok is not None:   # a rescaled scene says itself where it has no data
             label[~ok] = LABEL_UNKNOWN
             valid &= ok
-        return mask_chip(raw, label, valid, self.scene.nodata, LABEL_UNKNOWN)
+        clear = int(np.count_nonzero(valid))
+        counts = mask_chip(raw, label, valid, self.scene.nodata, LABEL_UNKNOWN)
+        counts.clear, counts.labelled = clear, labelled
+        return counts
 
     def read(self, window: Window) -> Chip:
         shape = (int(window.height), int(window.width))
@@ -212,11 +217,11 @@ def split_by_blocks(tiles: TileGrid, block: int, val: float, test: float, seed: 
 
 
 def split_by_regions(tiles: TileGrid, grid: Grid, regions: str | Path, split_field: str | None,
-                     val: float, test: float, seed: int) -> list[str]:
+                     val: float, test: float, seed: int) -> tuple[list[str], list[str] | None]:
     """Split per tile by the region it lies in: a region's `split_field` value, else seeded draw.
 
     Tiles outside every region are left out ("none"); tiles touching regions of two splits are
-    dropped as buffer.
+    dropped as buffer. Also returns the regions' split values when they came from the field.
     """
     gdf = read_polygons(regions, grid.crs)
     if split_field is not None:
@@ -236,20 +241,21 @@ def split_by_regions(tiles: TileGrid, grid: Grid, regions: str | Path, split_fie
         box = shapely.box(*rasterio.windows.bounds(tile.window, grid.transform))
         hits = {region_split[i] for i in tree.query(box, predicate="intersects")}
         out.append("none" if not hits else hits.pop() if len(hits) == 1 else BUFFER)
-    return out
+    return out, (sorted(set(region_split)) if split_field is not None else None)
 
 
 # --- the chip store -----------------------------------------------------------------------------
 
 def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
                min_valid: float) -> list[dict[str, Any]]:
-    """`_cut_batch_rows`, with a user error (e.g. label codes found in this batch) returned as a
-    row instead of raised: a task that raises ends `dask.compute` while the other threads still
-    read, and closing their datasets under them crashed the process."""
+    """`_cut_batch_rows`, with any failure (label codes found in this batch, a full disk)
+    returned as a row, to be raised once every task has finished: a task that raises ends
+    `dask.compute` while the other threads still read, and closing their datasets under them
+    crashed the process."""
     try:
         return _cut_batch_rows(inputs, store, jobs, size, min_valid)
-    except WetmapError as exc:
-        return [{"error": str(exc)}]
+    except Exception as exc:  # noqa: BLE001 - re-raised by build_chip_store, type and traceback kept
+        return [{"failure": exc}]
 
 
 def _cut_batch_rows(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
@@ -274,7 +280,9 @@ def _cut_batch_rows(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Wi
             frac = counts.valid / (h * w)
             keep = split in SPLITS and frac >= min_valid and counts.valid > 0
             row: dict[str, Any] = {"chip": index, "split": split, "kept": keep, "valid_fraction": frac,
-                                   "wetland_fraction": counts.wetland / counts.valid if counts.valid else 0.0}
+                                   "wetland_fraction": counts.wetland / counts.valid if counts.valid else 0.0,
+                                   "clear_fraction": counts.clear / (h * w),
+                                   "labelled_fraction": counts.labelled / (h * w)}
             if keep and split == "train":
                 row["sums"] = (counts.valid, counts.sums, counts.squares)
             if not keep:
@@ -342,8 +350,6 @@ def _store_kept(array: zarr.Array, first: int, data: np.ndarray, kept: Sequence[
 def _stats(rows: list[dict[str, Any]], bands: Sequence[str]) -> dict[str, Any]:
     """Per-band mean and standard deviation over the valid pixels of the training chips."""
     sums = [r["sums"] for r in rows if "sums" in r]
-    if not sums:
-        raise WetmapError("no training chip was kept; lower --min-valid or check the split")
     n = sum(s[0] for s in sums)
     total = np.sum([s[1] for s in sums], axis=0)
     squares = np.sum([s[2] for s in sums], axis=0)
@@ -351,19 +357,6 @@ def _stats(rows: list[dict[str, Any]], bands: Sequence[str]) -> dict[str, Any]:
     std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
     return {"bands": list(bands), "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(),
             "pixels": int(n), "over": "valid pixels of the training chips"}
-
-
-def _replace_dir(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move a finished folder into place; an existing one goes only with `overwrite`."""
-    if final.exists():
-        if not overwrite:
-            raise WetmapError("output folder exists; pass --overwrite to replace it", final)
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
 
 
 @dataclass
@@ -374,6 +367,7 @@ class ChipStoreSummary:
     tiles: int
     mean: list[float]
     std: list[float]
+    empty: dict[str, str]   # split -> why it kept no chip (also warned)
 
 
 def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = False,
@@ -388,13 +382,14 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         grid, dtype, n_bands = reader.grid, reader.dtype, reader.n_bands
     tiles = TileGrid(grid.width, grid.height, cfg.size, cfg.overlap)
     if cfg.split.regions is not None:
-        splits = split_by_regions(tiles, grid, cfg.split.regions, cfg.split.region_field, cfg.split.val,
-                                  cfg.split.test, cfg.seed)
+        splits, region_values = split_by_regions(tiles, grid, cfg.split.regions, cfg.split.region_field,
+                                                 cfg.split.val, cfg.split.test, cfg.seed)
     else:
-        splits = split_by_blocks(tiles, cfg.split.block, cfg.split.val, cfg.split.test, cfg.seed)
+        splits, region_values = split_by_blocks(tiles, cfg.split.block, cfg.split.val, cfg.split.test, cfg.seed), None
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    check_writable(out, overwrite=True)  # its folder exists (the store itself was checked above)
+    remove_stale(out)
+    tmp = scratch_path(out, "")
     tmp.mkdir()
     try:
         store = str(tmp / STORE)
@@ -426,10 +421,15 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
                        else dask.compute(*tasks, scheduler="threads"))
         finally:
             close_readers()
-        errors = [r["error"] for part in results for r in part if "error" in r]
-        if errors:
-            raise WetmapError(errors[0])
+        failures = [r["failure"] for part in results for r in part if "failure" in r]
+        if failures:
+            raise failures[0]
         rows = sorted((r for part in results for r in part), key=lambda r: r["chip"])
+        if not any(r["kept"] and r["split"] == "train" for r in rows):
+            raise WetmapError(no_chip_kept(rows, cfg, inputs.mask.describe() if inputs.mask else "no cloud mask"))
+        empty = empty_splits(rows, tiles, cfg, region_values)
+        for split, reason in empty.items():
+            warnings.warn(f"{out}: the {split} split is empty: {reason}", WetmapWarning, stacklevel=2)
         stats = _stats(rows, cfg.bands)
         _write_index(tmp / INDEX, rows, all_tiles, grid)
         counts = {name: sum(1 for r in rows if r["kept"] and r["split"] == name) for name in SPLITS}
@@ -440,14 +440,16 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
             "size": cfg.size, "overlap": cfg.overlap, "min_valid": cfg.min_valid, "seed": cfg.seed,
             "compress": cfg.compress,
             "split": cfg.split.model_dump(mode="json"), "chips": counts, "tiles": len(all_tiles),
-            "dropped_buffer": sum(1 for r in rows if r["split"] == BUFFER), "stats": stats,
+            "dropped_buffer": sum(1 for r in rows if r["split"] == BUFFER), "stats": stats, "empty_splits": empty,
         }
         (tmp / META).write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, out, overwrite)
+        commit_dir(tmp, out, overwrite)
+    except OSError as exc:
+        raise (write_failure(out, exc) or exc) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return ChipStoreSummary(out, inputs, counts, len(all_tiles), stats["mean"], stats["std"])
+    return ChipStoreSummary(out, inputs, counts, len(all_tiles), stats["mean"], stats["std"], empty)
 
 
 def _write_index(path: Path, rows: list[dict[str, Any]], tiles: list[Tile], grid: Grid) -> None:
@@ -458,6 +460,8 @@ def _write_index(path: Path, rows: list[dict[str, Any]], tiles: list[Tile], grid
         "split": [r["split"] for r in rows], "kept": [r["kept"] for r in rows],
         "valid_fraction": [round(r["valid_fraction"], 6) for r in rows],
         "wetland_fraction": [round(r["wetland_fraction"], 6) for r in rows],
+        "clear_fraction": [round(r["clear_fraction"], 6) for r in rows],
+        "labelled_fraction": [round(r["labelled_fraction"], 6) for r in rows],
     }, geometry=boxes, crs=grid.crs)
     gdf.to_file(path, driver="GPKG", engine="pyogrio", layer="chips")
 

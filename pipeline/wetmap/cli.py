@@ -5,10 +5,14 @@ Bad input (a WetmapError, or GDAL refusing a file) is one line on stderr and exi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -108,7 +112,7 @@ def tile(image: str | None, labels: str | None, clouds: str | None, output: Path
          config_path: Path | None, overwrite: bool, band_names: str | None, label_map: str | None,
          workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
     """Cut training chips (image, label, valid mask) from a scene into a Zarr chip store, with Dask."""
-    extra = config.parse_overrides(overrides)
+    extra: dict = {}
     for key, value in (("image", image), ("labels", labels), ("clouds", clouds), ("size", size),
                        ("overlap", overlap), ("min_valid", min_valid), ("compress", compress),
                        ("band_names", _names(band_names)), ("label_values", _label_map(label_map))):
@@ -116,7 +120,7 @@ def tile(image: str | None, labels: str | None, clouds: str | None, output: Path
             extra[key] = str(value) if isinstance(value, Path) else value
     if split_regions is not None:
         extra.setdefault("split", {})["regions"] = str(split_regions)
-    cfg = config.load(config.TileConfig, config_path, extra)
+    cfg = config.load(config.TileConfig, config_path, extra, overrides)
     from wetmap.chips import build_chip_store
     from wetmap.cluster import dask_client
 
@@ -129,6 +133,8 @@ def tile(image: str | None, labels: str | None, clouds: str | None, output: Path
         console.print(f"  {note}")
     kept = ", ".join(f"{n} {split}" for split, n in summary.chips.items())
     console.print(f"{sum(summary.chips.values())} chips kept of {summary.tiles} tiles ({kept}) in {summary.path}")
+    for split, reason in summary.empty.items():
+        console.print(f"  {split} split empty: {reason}")
     console.print("band means: " + ", ".join(f"{b} {m:.0f}" for b, m in zip(cfg.bands, summary.mean)))
 
 
@@ -140,10 +146,8 @@ def tile(image: str | None, labels: str | None, clouds: str | None, output: Path
 @overrides_option
 def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool, overrides: tuple[str, ...]) -> None:
     """Train a TorchGeo segmentation model under the cloud-masked Dice loss."""
-    extra = config.parse_overrides(overrides)
-    if output is not None:
-        extra["output"] = str(output)
-    cfg = config.load(config.TrainRunConfig, config_path, extra)
+    extra = {"output": str(output)} if output is not None else {}
+    cfg = config.load(config.TrainRunConfig, config_path, extra, overrides)
     from wetmap.train import fit
 
     _quiet_libraries()  # again: importing Lightning sets its loggers back to INFO
@@ -188,11 +192,11 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tu
     Several scenes make one cloud-aware mosaic: where one scene is cloudy and another clear, the
     clear one decides; where several are clear, they are blended by confidence.
     """
-    extra = config.parse_overrides(overrides)
+    extra: dict = {}
     for key, value in (("device", device), ("tile_size", tile_size), ("overlap", overlap)):
         if value is not None:
             extra[key] = value
-    cfg = config.load(config.PredictConfig, config_path, extra)
+    cfg = config.load(config.PredictConfig, config_path, extra, overrides)
     from wetmap.cluster import dask_client
     from wetmap.io.raster import parse_crs
     from wetmap.predict import predict_mosaic
@@ -234,12 +238,12 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 def evaluate(pred: Path, truth: Path, regions: Path, output: Path, clouds: Path | None, region_field: str | None,
              config_path: Path | None, overwrite: bool, label_map: str | None, overrides: tuple[str, ...]) -> None:
     """Score a prediction per region of a vector file: Dice, IoU, precision, recall, areas."""
-    extra = config.parse_overrides(overrides)
+    extra: dict = {}
     if region_field is not None:
         extra["region_field"] = region_field
     if label_map is not None:
         extra["label_values"] = _label_map(label_map)
-    cfg = config.load(config.EvaluateConfig, config_path, extra)
+    cfg = config.load(config.EvaluateConfig, config_path, extra, overrides)
     from wetmap.report import evaluate as run_evaluate
 
     report = run_evaluate(pred, truth, regions, output, clouds=clouds, cfg=cfg, overwrite=overwrite)
@@ -274,6 +278,14 @@ def run_command(job: Path, wait: bool, force: bool) -> None:
         sys.exit(1)
     except WetmapError:
         raise
+    except OSError as exc:
+        from wetmap.io.outputs import write_failure
+
+        failure = write_failure(getattr(exc, "filename", None) or job, exc)
+        if failure is not None:
+            raise failure from exc
+        click.echo(f"wetmap: {job}: job failed: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - a scheduler needs exit 1 and one line; the log has the traceback
         click.echo(f"wetmap: {job}: job failed: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
         sys.exit(1)
@@ -286,33 +298,88 @@ def run_command(job: Path, wait: bool, force: bool) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """wetmap's own warnings as one line on stderr; other libraries' as Python prints them."""
+    """Every warning as one line on stderr: wetmap's own as they are, other libraries' with their kind."""
+    text = " ".join(str(message).split())
     if issubclass(category, WetmapWarning):
-        click.echo(f"wetmap: warning: {message}", err=True)
+        click.echo(f"wetmap: warning: {text}", err=True)
     else:
-        _default_showwarning(message, category, filename, lineno, file, line)
+        click.echo(f"wetmap: warning: {category.__name__}: {text}", err=True)
 
 
-_default_showwarning = warnings.showwarning
+class _Held:
+    """What C libraries printed to file descriptor 2, and whether to show it afterwards."""
+
+    show = True
+
+
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[_Held]:
+    """Hold back what C libraries print straight to file descriptor 2 while a command runs.
+
+    libtiff (inside GDAL) prints "_tiffWriteProc: No space left on device." there and PROJ
+    "crs not found", past Python, before wetmap's one-line error says the same with the file's
+    name. The held text is shown when the command ends, unless the body clears `show` (a user
+    error, whose one line replaces it). Python's own stderr keeps writing live.
+    """
+    held = _Held()
+    try:
+        sys.stderr.flush()
+        uses_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # stderr already captured elsewhere (a test)
+        uses_fd2 = False
+    saved = os.dup(2)
+    python_stderr = sys.stderr
+    live = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace") if uses_fd2 else None
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        sys.stderr = live or python_stderr
+        try:
+            yield held
+        except BaseException:
+            held.show = True  # a bug: what the libraries printed comes before the traceback
+            raise
+        finally:
+            sys.stderr = python_stderr
+            if live is not None:
+                live.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if held.show:
+                sink.seek(0)
+                os.write(2, sink.read())
 
 
 def main() -> None:
-    """Entry point: one-line errors with exit code 2 for bad input; tracebacks only for bugs."""
-    from rasterio.errors import RasterioError
+    """Entry point: one line and exit code 2 for bad input, a full disk or an unwritable place;
+    tracebacks only for bugs."""
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    from wetmap.io.outputs import write_failure
 
     warnings.showwarning = _show_warning
-    try:
-        code = cli.main(standalone_mode=False)
-    except WetmapError as exc:
-        click.echo(f"wetmap: error: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except RasterioError as exc:
-        click.echo(f"wetmap: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except click.exceptions.Abort:
-        click.echo("wetmap: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    sys.exit(code or 0)
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)  # open_raster says "no CRS" itself
+    code, error = 0, None
+    with _native_stderr_held() as held:
+        try:
+            code = cli.main(standalone_mode=False) or 0
+        except WetmapError as exc:
+            code, error = EXIT_BAD_INPUT, f"error: {exc}"
+        except (RasterioError, CPLE_BaseError) as exc:  # GDAL refusing a file
+            code, error = EXIT_BAD_INPUT, f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        except OSError as exc:
+            failure = write_failure(getattr(exc, "filename", None) or "output", exc)
+            if failure is None:
+                raise
+            code, error = EXIT_BAD_INPUT, f"error: {failure}"
+        except click.exceptions.Abort:
+            code, error = 130, "interrupted"
+        except click.UsageError as exc:
+            where = f"{exc.ctx.info_name}: " if exc.ctx is not None and exc.ctx.parent is not None else ""
+            code, error = EXIT_BAD_INPUT, f"error: {where}{' '.join(exc.format_message().split())} (see --help)"
+        except click.ClickException as exc:
+            code, error = exc.exit_code, f"error: {' '.join(exc.format_message().split())}"
+        held.show = error is None or code == 130
+    if error is not None:
+        click.echo(f"wetmap: {error}", err=True)
+    sys.exit(code)

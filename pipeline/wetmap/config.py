@@ -45,6 +45,11 @@ class CloudConfig(Strict):
     dilate: int = Field(0, ge=0, le=64)
 
 
+# DataConfig settings of on-the-fly chips, which a chip store fixed when it was cut.
+ON_THE_FLY_KEYS = ("image", "labels", "clouds", "band_names", "label_values", "chip_size", "min_valid",
+                   "split_block", "val_fraction", "cloud")
+
+
 class DataConfig(Strict):
     """Either a chip store of `wetmap tile` (`chips`), or a scene cut into chips on the fly.
 
@@ -72,6 +77,11 @@ class DataConfig(Strict):
     def _one_source(self) -> DataConfig:
         if self.chips is None and (self.image is None or self.labels is None):
             raise ValueError("give data.chips (a chip store) or both data.image and data.labels")
+        if self.chips is not None:  # a chip store was cut by `wetmap tile`, with its own settings
+            ignored = [k for k in ON_THE_FLY_KEYS if k in self.model_fields_set]
+            if ignored:
+                raise ValueError(f"{', '.join(ignored)} cut chips on the fly and do nothing with data.chips "
+                                 "(the chip store has its own, from wetmap tile): remove them")
         return self
 
 
@@ -121,11 +131,36 @@ class ModelConfig(Strict):
     weights: str | None = None
     classes: list[str] = Field(default_factory=lambda: ["other", "wetland"], min_length=2)
 
+    @model_validator(mode="after")
+    def _known_backbone(self) -> ModelConfig:
+        """U-Net and DeepLabV3+ take a segmentation-models-pytorch encoder (or `tu-` + a timm model)."""
+        if self.arch == "fcn":
+            return self
+        import segmentation_models_pytorch as smp
+
+        name = self.backbone
+        if name.startswith("tu-"):
+            import timm
+
+            if not timm.is_model(name[3:]):
+                raise ValueError(f"backbone {name!r}: {name[3:]!r} is not a timm model")
+        elif name not in smp.encoders.get_encoder_names():
+            close = [n for n in smp.encoders.get_encoder_names() if n.startswith(name.rstrip("0123456789"))][:6]
+            raise ValueError(f"unknown backbone {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        return self
+
 
 class LossConfig(Strict):
     name: Literal["dice", "generalized_dice", "tversky", "focal", "bce", "ce", "composite"] = "dice"
     masked: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> LossConfig:
+        from wetmap.losses import check_options
+
+        check_options(self.name, self.options)
+        return self
 
 
 class TrainConfig(Strict):
@@ -266,24 +301,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build(model: type[M], data: dict[str, Any], source: str | Path = "config",
-          overrides: dict[str, Any] | None = None) -> M:
-    """Validate `data` (+ overrides) into `model`; the first problem becomes a one-line error."""
+          overrides: dict[str, Any] | None = None, sets: dict[str, Any] | None = None) -> M:
+    """Validate `data` + `sets` (from --set) + `overrides` (from other options) into `model`; the
+    first problem becomes a one-line error naming where the bad key came from."""
     try:
-        return model.model_validate(_merge(data, overrides or {}))
+        return model.model_validate(_merge(_merge(data, sets or {}), overrides or {}))
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc = [str(part) for part in err["loc"]]
+        key = ".".join(loc) or "(top level)"
+        if _holds(overrides, loc):
+            source = "command line"
+        elif _holds(sets, loc):
+            source = "--set"
         if err["type"] == "extra_forbidden":
             raise WetmapError(f"unknown key '{key}'", source) from None
         if err["type"] == "missing":
             raise WetmapError(f"missing key '{key}'", source) from None
-        raise WetmapError(f"bad value for '{key}': {err['msg']}", source) from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise WetmapError(f"bad value for '{key}': {message}", source) from None
 
 
-def load(model: type[M], path: str | Path | None, overrides: dict[str, Any] | None = None) -> M:
-    """Load a stage config from a YAML file (or defaults when `path` is None)."""
+def _holds(tree: dict[str, Any] | None, loc: list[str]) -> bool:
+    """Whether the nested dict `tree` sets the key at `loc` (or a section above it)."""
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return bool(loc)
+
+
+def load(model: type[M], path: str | Path | None, overrides: dict[str, Any] | None = None,
+         sets: list[str] | tuple[str, ...] = ()) -> M:
+    """Load a stage config from a YAML file (or defaults when `path` is None), with the
+    command line's `--set KEY=VALUE` pairs and other options (`overrides`) on top."""
     data = read_yaml(path) if path is not None else {}
-    return build(model, data, path if path is not None else "config", overrides)
+    return build(model, data, path if path is not None else "config", overrides, parse_overrides(sets))
 
 
 def dump(config: BaseModel) -> dict[str, Any]:

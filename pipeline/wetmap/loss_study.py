@@ -39,6 +39,6 @@ def prepare(work: Path, size: int, seed: int = 0) -> tuple[Any, Path, int]:
 def train_with(loss: str, chips: Path, chip: int, work: Path, epochs: int, seed: int = 0) -> dict[str, Any]:
     """Train the U-Net with one of LOSSES; returns fit's metrics (val_dice, test_dice, bundle...)."""
     cfg = config.build(config.TrainRunConfig, {
-        "seed": seed, "data": {"chips": str(chips), "chip_size": chip}, "loss": LOSSES[loss],
+        "seed": seed, "data": {"chips": str(chips)}, "loss": LOSSES[loss],
         "train": {"epochs": epochs, "batch_size": 16}, "output": str(work / loss.replace(" ", "_"))})
     return fit(cfg)

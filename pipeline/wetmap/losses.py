@@ -12,7 +12,7 @@ Dice per (sample, class) = (2·Σwpg + smooth_nr) / (Σwp + Σwg + smooth_dr), w
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -330,6 +330,7 @@ class CompositeLoss(nn.Module):
         return sum(self.weights[name] * term(pred, target, valid, weight) for name, term in self.terms.items())
 
 
+DEFAULT_TERMS = {"dice": 0.5, "bce": 0.5}
 _OVERLAP_KEYS = {"from_logits", "smooth_nr", "smooth_dr", "squared", "batch", "include_background",
                  "average", "class_weights", "jaccard", "temperature"}
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
@@ -342,23 +343,42 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def option_keys(name: str) -> set[str]:
+    """The options loss `name` takes (a composite: those of any of its terms, and `terms`)."""
+    if name in ("focal", "bce", "ce"):
+        return {"from_logits", "temperature"} | ({"gamma", "alpha"} if name == "focal" else set())
+    return _OVERLAP_KEYS | {"generalized_dice": {"w_type"}, "tversky": {"alpha", "beta"}}.get(name, set())
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Refuse an option no term of the loss takes (a typo such as `smoth` would otherwise be
+    dropped without a word) and a composite term that is not a loss."""
+    allowed = option_keys(name)
+    if name == "composite":
+        terms = options.get("terms", DEFAULT_TERMS)
+        if not isinstance(terms, Mapping) or not terms:
+            raise ValueError("options.terms must map loss names to weights, e.g. {dice: 0.5, bce: 0.5}")
+        unknown = [t for t in terms if t not in _FACTORIES]
+        if unknown:
+            raise ValueError(f"options.terms: unknown loss {unknown[0]!r}; choose from {', '.join(_FACTORIES)}")
+        allowed = {"terms"}.union(*(option_keys(t) for t in terms))
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise ValueError(f"options.{bad[0]} is not an option of the {name} loss (it takes {', '.join(sorted(allowed))})")
+
+
 def build_loss(name: str, mode: Mode = "binary", **options) -> nn.Module:
     """A loss by config name: dice, generalized_dice, tversky, focal, bce, ce or composite.
 
-    Options a term does not take (e.g. `smooth_nr` for BCE inside a composite) are dropped for it.
+    Inside a composite, each term gets only the options it takes (`batch` goes to Dice, not BCE).
     """
     if name == "composite":
-        terms = options.pop("terms", {"dice": 0.5, "bce": 0.5})
+        terms = options.pop("terms", DEFAULT_TERMS)
         return CompositeLoss(terms, mode=mode, **options)
     if name not in _FACTORIES:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join([*_FACTORIES, 'composite'])}")
-    if name in ("focal", "bce", "ce"):
-        options = {k: v for k, v in options.items()
-                   if k in {"from_logits", "temperature"} | ({"gamma", "alpha"} if name == "focal" else set())}
-    else:
-        allowed = _OVERLAP_KEYS | {"generalized_dice": {"w_type"}, "tversky": {"alpha", "beta"}}.get(name, set())
-        options = {k: v for k, v in options.items() if k in allowed}
-    return _FACTORIES[name](mode=mode, **options)
+    allowed = option_keys(name)
+    return _FACTORIES[name](mode=mode, **{k: v for k, v in options.items() if k in allowed})
 
 
 def boundary_weights(target: Tensor, width: int = 3, amplitude: float = 2.0,

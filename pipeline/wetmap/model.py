@@ -22,7 +22,6 @@ from wetmap import __version__
 from wetmap.config import ModelConfig
 from wetmap.data import normalize
 from wetmap.errors import WetmapError
-from wetmap.io.raster import atomic_output
 
 BUNDLE_FORMAT = "wetmap-bundle/1"
 
@@ -101,8 +100,8 @@ class Bundle:
 
 def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, bands: list[str],
                 mean: np.ndarray, std: np.ndarray, config: dict[str, Any], metrics: dict[str, Any],
-                colors: dict[int, tuple[int, int, int, int]], overwrite: bool = True,
-                scene: dict[str, Any] | None = None) -> Path:
+                colors: dict[int, tuple[int, int, int, int]], scene: dict[str, Any] | None = None) -> Path:
+    """Write the bundle to `path` as given (the caller commits it, `io.outputs`)."""
     payload = {
         "format": BUNDLE_FORMAT,
         "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
@@ -117,9 +116,19 @@ def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, ba
         "versions": versions(),
         "scene": _plain(scene or {}),
     }
-    with atomic_output(path, overwrite) as tmp:
-        torch.save(payload, tmp)
+    torch.save(payload, path)
     return Path(path)
+
+
+# What a bundle must hold, and as what: a file with the format key and less is damaged.
+BUNDLE_KEYS: dict[str, type] = {"state_dict": dict, "model": dict, "bands": list, "classes": list, "colors": dict,
+                                "mean": torch.Tensor, "std": torch.Tensor, "config": dict, "metrics": dict,
+                                "versions": dict}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
 
 
 def _read_payload(path: str | Path) -> dict[str, Any]:
@@ -132,6 +141,14 @@ def _read_payload(path: str | Path) -> dict[str, Any]:
         raise WetmapError(f"not a wetmap model bundle ({type(exc).__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise WetmapError(f"not a wetmap model bundle (expected format {BUNDLE_FORMAT})", path)
+    for key, kind in BUNDLE_KEYS.items():
+        if not isinstance(payload.get(key), kind):
+            what = "missing" if key not in payload else f"not a {kind.__name__}"
+            raise WetmapError(f"damaged model bundle: '{key}' is {what}", path)
+    n = len(payload["bands"])
+    if not n or any(len(payload[k]) != n for k in ("mean", "std")) or len(payload["classes"]) < 2:
+        raise WetmapError(f"damaged model bundle: {n} bands, {len(payload['mean'])} means, "
+                          f"{len(payload['std'])} deviations, {len(payload['classes'])} classes", path)
     return payload
 
 
@@ -149,9 +166,12 @@ def read_bundle_info(path: str | Path) -> dict[str, Any]:
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Load a bundle written by `wetmap train`; the network comes back in eval mode."""
     payload = _read_payload(path)
-    cfg = ModelConfig.model_validate({**payload["model"], "weights": None})
-    network = build_network(cfg, len(payload["bands"]))
-    network.load_state_dict(payload["state_dict"])
+    try:
+        cfg = ModelConfig.model_validate({**payload["model"], "weights": None})
+        network = build_network(cfg, len(payload["bands"]))
+        network.load_state_dict(payload["state_dict"])
+    except (ValueError, KeyError, RuntimeError) as exc:  # pydantic, smp / timm, torch's shape check
+        raise WetmapError(f"damaged model bundle: its weights do not fit its model ({_first_line(exc)})", path) from None
     network.eval().to(device)
     info = read_bundle_info_from(payload)
     return Bundle(model=network, bands=info["bands"], classes=info["classes"],

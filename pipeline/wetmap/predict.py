@@ -32,7 +32,8 @@ from rasterio.windows import Window
 from wetmap.cloud import CloudMask
 from wetmap.config import CloudConfig, PredictConfig
 from wetmap.errors import WetmapError, WetmapWarning
-from wetmap.io.raster import GDAL_ENV, Grid, atomic_output, check_writable, mosaic_grid, scratch_file
+from wetmap.io.outputs import OutputSet, verify
+from wetmap.io.raster import GDAL_ENV, Grid, mosaic_grid
 from wetmap.io.readahead import read_ahead
 from wetmap.io.vector import burn
 from wetmap.model import Bundle
@@ -49,7 +50,7 @@ from wetmap.mosaic import (
     to_cog,
     write_strip,
 )
-from wetmap.styles import paletted_qml, probability_qml, write_qml
+from wetmap.styles import paletted_qml, probability_qml
 from wetmap.tiling import Tile, TileGrid
 
 
@@ -306,13 +307,31 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     if len(masks) != len(images):
         raise WetmapError(f"{len(masks)} cloud masks for {len(images)} scenes: give one per scene, in order")
     scenes = [Scene.open(i, c, band_names) for i, c in zip(images, masks)]
-    out = check_writable(out, overwrite)
-    prob_path = out.with_name(f"{out.stem}_probability{out.suffix}") if probabilities else None
-    vec_path = out.with_suffix(".gpkg") if vectorize else None
-    for extra in (prob_path, vec_path):
-        if extra is not None:
-            check_writable(extra, overwrite)
-    refuse_inputs_as_outputs(scenes, bundle, [out, prob_path, vec_path, out.with_suffix(".qml")])
+    out = Path(out)
+    family = output_names(out)
+    prob_path = family["probability"] if probabilities else None
+    vec_path = family["polygons"] if vectorize else None
+    refuse_inputs_as_outputs(scenes, bundle, list(family.values()))
+    roles = ["classes", "style", *(["probability", "probability_style"] if probabilities else []),
+             *(["polygons"] if vectorize else [])]
+    written = [family[role] for role in reversed(roles)]  # the class map last: once it is there, all are
+    with OutputSet(written, overwrite, family.values()) as outputs:
+        result = _predict_into(outputs, bundle, scenes, out, prob_path, vec_path, cfg, crs, resolution, region,
+                               client, force, min_area_ha, start)
+    return result
+
+
+def output_names(out: Path) -> dict[str, Path]:
+    """Every file of one prediction result, by role: all are replaced together."""
+    prob = out.with_name(f"{out.stem}_probability{out.suffix}")
+    return {"classes": out, "style": out.with_suffix(".qml"), "probability": prob,
+            "probability_style": prob.with_suffix(".qml"), "polygons": out.with_suffix(".gpkg")}
+
+
+def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[Scene], out: Path,
+                  prob_path: Path | None, vec_path: Path | None, cfg: PredictConfig, crs: CRS | None,
+                  resolution: float | None, region: gpd.GeoSeries | None, client: object | None, force: bool,
+                  min_area_ha: float, start: float) -> PredictResult:
     if client is not None and isinstance(bundle, Bundle):
         raise WetmapError("Dask prediction needs the bundle's path, so that each worker loads it")
     bundle_path = str(bundle) if not isinstance(bundle, Bundle) else None
@@ -333,8 +352,8 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     counts = np.zeros(3, np.int64)  # pixels, valid, wetland
     wet = wetland_index(info["classes"])
     precision = "fp32"
-    with rasterio.Env(**READ_ENV), scratch_file(out, ".strips.tif") as cls_tmp, \
-            scratch_file(out, ".pstrips.tif") as prob_tmp:
+    cls_tmp, prob_tmp = outputs.scratch(out, ".strips.tif"), outputs.scratch(out, ".pstrips.tif")
+    with rasterio.Env(**READ_ENV):
         cls_dst = open_strip_writer(cls_tmp, grid, "uint8", f"{info['classes'][wet]} class", info["colors"], tags)
         prob_dst = (open_strip_writer(prob_tmp, grid, "uint8", f"{info['classes'][wet]} probability (%)", None, tags)
                     if prob_path else None)
@@ -369,17 +388,19 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
             cls_dst.close()
             if prob_dst is not None:
                 prob_dst.close()
-        with atomic_output(out, overwrite) as final_tmp:
-            to_cog(cls_tmp, final_tmp, "NEAREST")
-        write_qml(out, paletted_qml(info["classes"], info["colors"], NODATA))
+        verify(cls_tmp, out)  # GDAL only logs a failed flush of its block cache on close
+        if prob_dst is not None:
+            verify(prob_tmp, prob_path)
+        to_cog(cls_tmp, outputs[out], "NEAREST")
+        outputs[out.with_suffix(".qml")].write_text(paletted_qml(info["classes"], info["colors"], NODATA))
         if prob_path is not None:
-            with atomic_output(prob_path, overwrite) as final_tmp:
-                to_cog(prob_tmp, final_tmp, "AVERAGE")
-            write_qml(prob_path, probability_qml(NODATA))
+            to_cog(prob_tmp, outputs[prob_path], "AVERAGE")
+            outputs[prob_path.with_suffix(".qml")].write_text(probability_qml(NODATA))
     if vec_path is not None:
         from wetmap.vectorize import vectorize_classes
 
-        vectorize_classes(out, vec_path, wet, info["classes"][wet], min_area_ha, info["colors"].get(wet), overwrite)
+        vectorize_classes(outputs[out], outputs[vec_path], wet, info["classes"][wet], min_area_ha,
+                          info["colors"].get(wet))
     pixels, valid, wetland = (int(v) for v in counts)
     return PredictResult(out, prob_path, vec_path, list(info["classes"]), len(scenes), pixels, valid / max(1, pixels),
                          wetland / max(1, valid), time.perf_counter() - start, str(device), precision, notes)

@@ -23,22 +23,22 @@ import rasterio
 import rasterio.windows
 import shapely
 
+from wetmap.areas import PixelArea
 from wetmap.cloud import CloudMask
 from wetmap.config import EvaluateConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import (
     GDAL_ENV,
     Grid,
-    atomic_output,
-    check_writable,
     open_raster,
     read_window,
 )
+from wetmap.io.outputs import OutputSet
 from wetmap.io.readahead import read_ahead
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.labels import LabelCodes
 from wetmap.metrics import COUNT_NAMES, class_scores, matrix_counts
-from wetmap.styles import dice_qml, write_qml
+from wetmap.styles import dice_qml
 from wetmap.tiling import blocks
 from wetmap.zonal import ZonalCounter
 
@@ -56,6 +56,7 @@ class RegionTally:
     name: str
     geometry: shapely.Geometry
     confusion: np.ndarray
+    area: np.ndarray          # hectares of the confusion's pixels, [truth, pred] (wetmap.areas)
     masked: int = 0           # no data or cloud (prediction 255 or cloud mask)
     unknown: int = 0          # usable prediction, but the truth is unknown there
     covered_fraction: float = 0.0
@@ -139,28 +140,35 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
         names = region_names(gdf, cfg.region_field, regions)
         geoms = list(gdf.geometry)
         counter = BlockCounter(pred, truth, clouds, grid, cfg, k, geoms, LabelCodes.of(classes, cfg.label_values))
+        pixel_area = PixelArea(grid)
+        areas = np.zeros((len(geoms), k * k))
+        counts = counter.zonal.counts
         try:
             work = counter.work(list(blocks(grid.width, grid.height, BLOCK)))
             for (window, hits), *layers in read_ahead(work, lambda item: counter.read(item[0]), READ_AHEAD):
+                before = counts[hits, :k * k].copy()
                 counter.zonal.add(*layers, int(window.row_off), int(window.col_off), hits)
+                areas[hits] += (counts[hits, :k * k] - before) * pixel_area.of(window)
         finally:
             counter.close()
     footprint = shapely.box(*grid.bounds)
-    return [RegionTally(n, g, row[:k * k].reshape(k, k).copy(), masked=int(row[k * k]), unknown=int(row[k * k + 1]),
+    return [RegionTally(n, g, row[:k * k].reshape(k, k).copy(), a.reshape(k, k), masked=int(row[k * k]),
+                        unknown=int(row[k * k + 1]),
                         covered_fraction=min(1.0, g.intersection(footprint).area / g.area) if g.area else 0.0)
-            for n, g, row in zip(names, geoms, counter.zonal.counts)], grid, classes
+            for n, g, row, a in zip(names, geoms, counts, areas)], grid, classes
 
 
-def class_row(counts: tuple[int, int, int, int], pixel_ha: float) -> dict[str, Any]:
+def class_row(counts: tuple[int, int, int, int], pred_ha: float, ref_ha: float) -> dict[str, Any]:
     tp, fp, fn, tn = counts
     s = class_scores(tp, fp, fn, tn)
     return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, **s, "dice_undefined": math.isnan(s["dice"]),
-            "pred_area_ha": (tp + fp) * pixel_ha, "ref_area_ha": (tp + fn) * pixel_ha}
+            "pred_area_ha": pred_ha, "ref_area_ha": ref_ha}
 
 
-def region_row(t: RegionTally, classes: list[str], positive: int, pixel_ha: float) -> dict[str, Any]:
+def region_row(t: RegionTally, classes: list[str], positive: int) -> dict[str, Any]:
     """The report row of one region: the positive (wetland) class's counts and scores first."""
-    per_class = {name: class_row(t.class_counts(c), pixel_ha) for c, name in enumerate(classes)}
+    per_class = {name: class_row(t.class_counts(c), float(t.area[:, c].sum()), float(t.area[c].sum()))
+                 for c, name in enumerate(classes)}
     pixels = t.pixels
     return {
         "name": t.name, **per_class[classes[positive]],
@@ -171,11 +179,12 @@ def region_row(t: RegionTally, classes: list[str], positive: int, pixel_ha: floa
     }
 
 
-def overall(rows: list[dict[str, Any]], cls: str | None, pixel_ha: float) -> dict[str, Any]:
+def overall(rows: list[dict[str, Any]], cls: str | None) -> dict[str, Any]:
     """Micro (from summed counts) and macro (mean over regions with a defined Dice) scores."""
     pick = (lambda r: r) if cls is None else (lambda r: r["per_class"][cls])
     total = [sum(pick(r)[name] for r in rows) for name in COUNT_NAMES]
-    micro = class_row(tuple(total), pixel_ha)
+    micro = class_row(tuple(total), sum(pick(r)["pred_area_ha"] for r in rows),
+                      sum(pick(r)["ref_area_ha"] for r in rows))
     macro = {}
     for key in SCORE_NAMES:
         values = [pick(r)[key] for r in rows if not math.isnan(pick(r)[key])]
@@ -187,11 +196,12 @@ def overall(rows: list[dict[str, Any]], cls: str | None, pixel_ha: float) -> dic
 
 def summarise(tallies: list[RegionTally], grid: Grid, classes: list[str]) -> dict[str, Any]:
     positive = classes.index("wetland") if "wetland" in classes else 1
-    pixel_ha = grid.res ** 2 / 10_000
-    rows = [region_row(t, classes, positive, pixel_ha) for t in tallies]
-    return {"class": classes[positive], "classes": classes, "pixel_area_ha": pixel_ha,
-            "overall": {**overall(rows, None, pixel_ha),
-                        "per_class": {c: overall(rows, c, pixel_ha) for c in classes}},
+    rows = [region_row(t, classes, positive) for t in tallies]
+    pixel_area = PixelArea(grid)
+    return {"class": classes[positive], "classes": classes, "pixel_area_ha": pixel_area.nominal,
+            "area_method": pixel_area.method,
+            "overall": {**overall(rows, None),
+                        "per_class": {c: overall(rows, c) for c in classes}},
             "regions": rows}
 
 
@@ -240,8 +250,8 @@ def regions_frame(tallies: list[RegionTally], flat: list[dict[str, Any]], grid: 
     return gpd.GeoDataFrame(flat, geometry=[t.geometry for t in tallies], crs=grid.crs)
 
 
-OUTPUT_NAMES = ("regions.csv", "report.json", "regions.gpkg", "regions.qml", "report.html", "report.md",
-                "map.png", "dice_by_region.png")
+OUTPUT_NAMES = ("regions.csv", "report.json", "regions.gpkg", "regions.qml", "report.md", "map.png",
+                "dice_by_region.png", "report.html")
 
 
 def evaluate(pred: str | Path, truth: str | Path, regions: str | Path, out_dir: str | Path,
@@ -251,20 +261,19 @@ def evaluate(pred: str | Path, truth: str | Path, regions: str | Path, out_dir: 
     from wetmap.report_pages import render_pages
 
     out = Path(out_dir)
-    for name in OUTPUT_NAMES:
-        check_writable(out / name, overwrite)
-    tallies, grid, classes = tally(pred, truth, regions, clouds, cfg)
-    report = summarise(tallies, grid, classes)
-    report["inputs"] = {"prediction": str(pred), "truth": str(truth), "regions": str(regions),
-                        "clouds": str(clouds) if clouds else None}
-    fields = table_fields(classes)
-    flat = [flat_row(r, classes) for r in report["regions"]]
-    with atomic_output(out / "regions.csv", overwrite) as tmp:
-        write_csv(tmp, flat, fields)
-    with atomic_output(out / "report.json", overwrite) as tmp:
-        tmp.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
-    with atomic_output(out / "regions.gpkg", overwrite) as tmp:
-        regions_frame(tallies, flat, grid).to_file(tmp, layer="regions", driver="GPKG", engine="pyogrio")
-    write_qml(out / "regions.gpkg", dice_qml(report["class"]))
-    render_pages(report, tallies, pred, grid, out, overwrite)
+    # report.html last: once it is there, the tables, styles and figures beside it are this run's.
+    with OutputSet([out / name for name in OUTPUT_NAMES], overwrite) as outputs:
+        tallies, grid, classes = tally(pred, truth, regions, clouds, cfg)
+        report = summarise(tallies, grid, classes)
+        report["inputs"] = {"prediction": str(pred), "truth": str(truth), "regions": str(regions),
+                            "clouds": str(clouds) if clouds else None}
+        fields = table_fields(classes)
+        flat = [flat_row(r, classes) for r in report["regions"]]
+        write_csv(outputs[out / "regions.csv"], flat, fields)
+        outputs[out / "report.json"].write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
+        regions_frame(tallies, flat, grid).to_file(outputs[out / "regions.gpkg"], layer="regions", driver="GPKG",
+                                                   engine="pyogrio")
+        outputs[out / "regions.qml"].write_text(dice_qml(report["class"]))
+        for name, data in render_pages(report, tallies, pred, grid).items():
+            outputs[out / name].write_bytes(data)
     return report

@@ -22,7 +22,7 @@ import shapely
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from wetmap.io.raster import GDAL_ENV, Grid, atomic_output
+from wetmap.io.raster import GDAL_ENV, Grid
 from wetmap.styles import CLASS_COLORS, DICE_BINS, UNDEFINED_COLOR, dice_color
 
 if TYPE_CHECKING:
@@ -215,14 +215,10 @@ def markdown_page(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_pages(report: dict[str, Any], tallies: list[RegionTally], pred: str | Path, grid: Grid,
-                 out: Path, overwrite: bool) -> None:
-    """Write map.png, dice_by_region.png, report.html and report.md into `out`."""
+def render_pages(report: dict[str, Any], tallies: list[RegionTally], pred: str | Path, grid: Grid) -> dict[str, bytes]:
+    """map.png, dice_by_region.png, report.html and report.md, by name."""
     map_png = png_bytes(map_figure(report, tallies, pred, grid))
     bar_png = png_bytes(bar_figure(report))
-    pages = {"map.png": map_png, "dice_by_region.png": bar_png,
-             "report.html": html_page(report, map_png, bar_png).encode(),
-             "report.md": markdown_page(report).encode()}
-    for name, data in pages.items():
-        with atomic_output(out / name, overwrite) as tmp:
-            tmp.write_bytes(data)
+    return {"map.png": map_png, "dice_by_region.png": bar_png,
+            "report.html": html_page(report, map_png, bar_png).encode(),
+            "report.md": markdown_page(report).encode()}

@@ -28,7 +28,9 @@ from rasterio.crs import CRS
 from scipy import ndimage
 
 from wetmap.config import DEFAULT_BANDS
-from wetmap.io.raster import Grid, atomic_output, write_raster
+from wetmap.errors import WetmapError
+from wetmap.io.outputs import OutputSet
+from wetmap.io.raster import Grid, write_raster
 from wetmap.styles import CLASS_COLORS, CLASS_NAMES
 
 PIXEL = 10.0
@@ -218,9 +220,9 @@ def _fixed_gpkg_timestamp() -> Iterator[None]:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": None})
 
 
-def _write_vector(gdf: gpd.GeoDataFrame, path: Path, overwrite: bool) -> None:
-    with atomic_output(path, overwrite) as tmp, _fixed_gpkg_timestamp():
-        gdf.to_file(tmp, driver="GPKG", engine="pyogrio", layer=path.stem)
+def _write_vector(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> None:
+    with _fixed_gpkg_timestamp():
+        gdf.to_file(path, driver="GPKG", engine="pyogrio", layer=layer)
 
 
 def _wetland_polygons(wetland: np.ndarray, transform: Affine) -> gpd.GeoDataFrame:
@@ -248,38 +250,38 @@ def _regions(seed: int, bounds: tuple[float, float, float, float]) -> gpd.GeoDat
 
 
 def make_sample(out_dir: str | Path, size: int = 1024, seed: int = 0, overwrite: bool = False) -> SampleFiles:
-    """Write the sample scenes, SCL masks, labels, wetland inventory and regions to `out_dir`."""
+    """Write the sample scenes, SCL masks, labels, wetland inventory and regions to `out_dir`,
+    as one set: all of them, complete, or none."""
+    if seed < 0:
+        raise WetmapError(f"--seed must be 0 or more, not {seed}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     shift = size // 4
     world_shape = (size + shift, size + shift)
     block = 256 if size >= 512 else 64  # internal tiles smaller than the scene, as in real products
     world = Grid(CRS_UTM, Affine(PIXEL, 0, ORIGIN[0], 0, -PIXEL, ORIGIN[1]), *world_shape[::-1])
-    cover, pools = _landscape(seed, world_shape)
-
     files = SampleFiles(*(out / n for n in ("scene_a.tif", "scene_a_scl.tif", "scene_b.tif", "scene_b_scl.tif",
                                              "labels.tif", "wetlands.gpkg", "regions.gpkg")))
-    covered = np.zeros(world_shape, bool)
-    scenes = [("scene_a", 0, files.scene_a, files.scene_a_scl, 0.6, 0.74, False, 0.17, 1.0),
-              ("scene_b", shift, files.scene_b, files.scene_b_scl, 0.5, 0.78, True, 0.2, 1.04)]
-    for name, off, image_path, scl_path, slope, offset, flip, cloud_cover, gain in scenes:
-        sl = np.s_[off:off + size, off:off + size]
-        swath = _swath((size, size), slope, offset, flip)
-        dn, scl = _scene(seed, name, cover[sl], pools[sl], swath, cloud_cover, gain)
-        grid = Grid(CRS_UTM, world.transform @ Affine.translation(off, off), size, size)
-        tags = {"SENSOR": "synthetic Sentinel-2 L2A", "ACQUISITION": "2026-06-14" if off == 0 else "2026-07-09",
-                "BOA_QUANTIFICATION_VALUE": "10000"}
-        with atomic_output(image_path, overwrite) as tmp:
-            write_raster(tmp, dn, grid, nodata=0, descriptions=DEFAULT_BANDS, tags=tags, blocksize=block)
-        with atomic_output(scl_path, overwrite) as tmp:
-            write_raster(tmp, scl, grid, nodata=0, descriptions=["SCL"], blocksize=block)
-        covered[sl] |= swath
+    with OutputSet(list(vars(files).values()), overwrite) as outputs:
+        cover, pools = _landscape(seed, world_shape)
+        covered = np.zeros(world_shape, bool)
+        scenes = [("scene_a", 0, files.scene_a, files.scene_a_scl, 0.6, 0.74, False, 0.17, 1.0),
+                  ("scene_b", shift, files.scene_b, files.scene_b_scl, 0.5, 0.78, True, 0.2, 1.04)]
+        for name, off, image_path, scl_path, slope, offset, flip, cloud_cover, gain in scenes:
+            sl = np.s_[off:off + size, off:off + size]
+            swath = _swath((size, size), slope, offset, flip)
+            dn, scl = _scene(seed, name, cover[sl], pools[sl], swath, cloud_cover, gain)
+            grid = Grid(CRS_UTM, world.transform @ Affine.translation(off, off), size, size)
+            tags = {"SENSOR": "synthetic Sentinel-2 L2A", "ACQUISITION": "2026-06-14" if off == 0 else "2026-07-09",
+                    "BOA_QUANTIFICATION_VALUE": "10000"}
+            write_raster(outputs[image_path], dn, grid, nodata=0, descriptions=DEFAULT_BANDS, tags=tags,
+                         blocksize=block)
+            write_raster(outputs[scl_path], scl, grid, nodata=0, descriptions=["SCL"], blocksize=block)
+            covered[sl] |= swath
 
-    wetland = cover == WETLAND
-    labels = np.where(covered, wetland, 255).astype(np.uint8)
-    with atomic_output(files.labels, overwrite) as tmp:
-        write_raster(tmp, labels, world, nodata=255, descriptions=["wetland"], colormap=CLASS_COLORS,
-                     tags={"CLASSES": ",".join(CLASS_NAMES)}, blocksize=block)
-    _write_vector(_wetland_polygons(wetland, world.transform), files.wetlands, overwrite)
-    _write_vector(_regions(seed, world.bounds), files.regions, overwrite)
+        wetland = cover == WETLAND
+        labels = np.where(covered, wetland, 255).astype(np.uint8)
+        write_raster(outputs[files.labels], labels, world, nodata=255, descriptions=["wetland"],
+                     colormap=CLASS_COLORS, tags={"CLASSES": ",".join(CLASS_NAMES)}, blocksize=block)
+        _write_vector(_wetland_polygons(wetland, world.transform), outputs[files.wetlands], files.wetlands.stem)
+        _write_vector(_regions(seed, world.bounds), outputs[files.regions], files.regions.stem)
     return files

@@ -62,15 +62,6 @@ def probability_qml(nodata: int = 255) -> str:
 """
 
 
-def write_qml(raster_path: str | Path, text: str) -> Path:
-    """Write the style beside the raster (same name, .qml): QGIS applies it when it opens the file."""
-    path = Path(raster_path).with_suffix(".qml")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def embed_style(gpkg: str | Path, layer: str, qml: str) -> None:
     """Store `qml` as `layer`'s default style in the GeoPackage's `layer_styles` table, which QGIS
     reads when it opens the layer (the table QGIS itself writes with "Save as default").

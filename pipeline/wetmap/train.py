@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 from torchgeo.trainers import SemanticSegmentationTask
@@ -35,7 +36,7 @@ from wetmap.data import (
     load_chip_store,
 )
 from wetmap.errors import WetmapError
-from wetmap.io.raster import atomic_output
+from wetmap.io.outputs import OutputSet, atomic_output
 from wetmap.losses import build_loss
 from wetmap.metrics import confusion, scores
 from wetmap.model import save_bundle, task_kind, torchgeo_task_args
@@ -193,10 +194,11 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
         log_every_n_steps=1,
         deterministic="warn",
         default_root_dir=out,
+        plugins=[VerifiedCheckpointIO()],
     )
-    if not resume and checkpoints.exists():
-        for old in checkpoints.glob("*.ckpt"):
-            old.unlink()
+    if not resume:  # a fresh run: no earlier result may sit beside this run's logs and checkpoints
+        for old in (*checkpoints.glob("*.ckpt"), *result_files(out)):
+            old.unlink(missing_ok=True)
     dm = ChipDataModule(chips, cfg.train.batch_size, cfg.train.num_workers, cfg.seed)
     trainer.fit(task, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True)
     if trainer.global_rank != 0:
@@ -213,10 +215,24 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
         metrics.update(evaluate_chips(task, chips, cfg.train.batch_size, "test"), chips_test=len(chips.ids("test")))
     metrics.update(summary, epochs_run=int(trainer.current_epoch), task=kind)
     config = dump(cfg)
-    save_bundle(bundle_path, task.model, cfg.model, cfg.data.bands, chips.mean, chips.std, config,
-                {k: v for k, v in metrics.items() if not k.endswith("_scores")}, CLASS_COLORS, scene=chips.scene)
-    with atomic_output(out / "config.yaml", overwrite=True) as tmp:
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    with atomic_output(out / "metrics.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, default=float))
+    with OutputSet(result_files(out), overwrite=True) as outputs:
+        outputs[out / "config.yaml"].write_text(yaml.safe_dump(config, sort_keys=False))
+        outputs[out / "metrics.json"].write_text(json.dumps(metrics, indent=2, default=float))
+        save_bundle(outputs[bundle_path], task.model, cfg.model, cfg.data.bands, chips.mean, chips.std, config,
+                    {k: v for k, v in metrics.items() if not k.endswith("_scores")}, CLASS_COLORS, scene=chips.scene)
     return {"bundle": str(bundle_path), **metrics}
+
+
+def result_files(out: Path) -> list[Path]:
+    """A training run's result, the bundle last: once it is there, its config and metrics are too."""
+    return [out / "config.yaml", out / "metrics.json", out / "model.pt"]
+
+
+class VerifiedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through `io.outputs`: each checkpoint is written under a
+    hidden name, checked (its zip CRCs) and renamed. Lightning's own streams to the final
+    name, and a full disk left a truncated best.ckpt."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        with atomic_output(path, overwrite=True) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)

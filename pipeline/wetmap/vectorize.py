@@ -15,25 +15,25 @@ import rasterio
 import rasterio.features
 import shapely
 
-from wetmap.io.raster import GDAL_ENV, atomic_output, open_raster
+from wetmap.areas import polygon_hectares
+from wetmap.io.raster import GDAL_ENV, Grid, open_raster
 from wetmap.styles import embed_style, polygon_qml
 
 
 def vectorize_classes(raster: str | Path, out: str | Path, value: int, name: str, min_area_ha: float = 0.0,
-                      color: tuple[int, ...] | None = None, overwrite: bool = False) -> gpd.GeoDataFrame:
+                      color: tuple[int, ...] | None = None) -> gpd.GeoDataFrame:
     """Write the polygons of class `value` in `raster` to the GeoPackage `out` (layer `name`),
     with `area_ha`; polygons smaller than `min_area_ha` are left out. The style is stored in the
-    GeoPackage (`styles.embed_style`), so the class raster keeps its own OUT.qml."""
+    GeoPackage (`styles.embed_style`), so the class raster keeps its own OUT.qml. `out` is
+    written as given: the caller commits it (`io.outputs`)."""
     with rasterio.Env(**GDAL_ENV), open_raster(raster) as src:
-        crs = src.crs
+        grid = Grid.of(src)
         shapes = rasterio.features.shapes(rasterio.band(src, 1), connectivity=4, transform=src.transform)
         geoms = [shapely.geometry.shape(g) for g, v in shapes if int(v) == value]
-    frame = gpd.GeoDataFrame({"class": [name] * len(geoms)}, geometry=geoms, crs=crs)
-    metric = frame if crs.is_projected else frame.to_crs(frame.estimate_utm_crs())
-    frame["area_ha"] = np.asarray(metric.geometry.area, float) / 10_000
+    frame = gpd.GeoDataFrame({"class": [name] * len(geoms)}, geometry=geoms, crs=grid.crs)
+    frame["area_ha"] = polygon_hectares(frame, grid)
     frame = frame[frame["area_ha"] >= min_area_ha].reset_index(drop=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1))
-    with atomic_output(out, overwrite) as tmp:
-        frame.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
-        embed_style(tmp, name, polygon_qml(color or (31, 138, 112, 255)))
+    frame.to_file(out, layer=name, driver="GPKG", engine="pyogrio")
+    embed_style(out, name, polygon_qml(color or (31, 138, 112, 255)))
     return frame

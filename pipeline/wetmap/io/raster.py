@@ -1,4 +1,4 @@
-"""Raster I/O: checked opening, band selection, grid alignment, lazy Dask reads, atomic writes.
+"""Raster I/O: checked opening, band selection, grid alignment, lazy Dask reads, tiled writes.
 
 Everything that opens a raster goes through `open_raster`, so a missing file, a corrupt GeoTIFF
 or a raster without a CRS is one clear error wherever it is first touched.
@@ -6,11 +6,8 @@ or a raster without a CRS is one clear error wherever it is first touched.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,40 +249,6 @@ def mosaic_grid(grids: Sequence[Grid], crs: CRS | None = None, resolution: float
 
 def _fmt(bounds: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.1f}" for v in bounds) + ")"
-
-
-def check_writable(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless asked; make sure its folder exists."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise WetmapError("output exists; pass --overwrite to replace it", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def scratch_file(near: str | Path, suffix: str) -> Iterator[Path]:
-    """A hidden temporary path beside `near`, removed (with any GDAL .aux.xml) when done."""
-    near = Path(near)
-    tmp = near.with_name(f".{near.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
-        yield tmp
-    finally:
-        for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
-            if leftover.exists():
-                leftover.unlink()
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
-
-    An interrupted or failed write leaves no file that looks finished.
-    """
-    final = check_writable(path, overwrite)
-    with scratch_file(final, final.suffix) as tmp:
-        yield tmp
-        os.replace(tmp, final)
 
 
 def write_raster(path: Path, data: np.ndarray, grid: Grid, *, nodata: float | None,
