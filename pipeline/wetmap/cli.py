@@ -34,6 +34,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*deterministic.*")
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    # train --overwrite replaces its run folder's logs and checkpoints on purpose
+    warnings.filterwarnings("ignore", message=".*directory .* exists and is not empty.*")
 
 
 overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
