@@ -6,7 +6,8 @@ On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (default 8192; tiles 256, 
       (target <= 1.05x: reads, blending and writes hidden behind compute);
   (b) the data path alone, with a 1x1-convolution model (read, tile, blend, write the COG), vs
       rioxarray + Dask reading the same file (target >= 0.8x) and vs TorchGeo's RasterDataset +
-      GridGeoSampler + DataLoader over the same tiles (target >= 1.5x);
+      GridGeoSampler + DataLoader over the same tiles (target >= 1.5x), with the time of the COG
+      conversion and of the read-back checks (every output verified before its rename) in it;
   (c) peak RSS of the data path on 16384^2 vs 4096^2, each in a fresh process (target <= 1.3x).
 Where CUDA is available, (a) runs on the GPU with AMP too and prints pixels/s.
 
@@ -123,14 +124,17 @@ def tile_reads(image: Path) -> tuple[float, float]:
     return times[0], times[1]
 
 
-def cog_seconds(outputs: list[tuple[Path, str]], folder: Path) -> float:
+def cog_seconds(outputs: list[tuple[Path, str]], folder: Path) -> tuple[float, float]:
     """Seconds for the COG conversion alone (compress + overviews, wetmap.mosaic.to_cog) of the
-    data path's outputs, from uncompressed tiled copies like the ones prediction streams into."""
+    data path's outputs, from uncompressed tiled copies like the ones prediction streams into; and
+    seconds for the read-back checks prediction makes of the same files (wetmap.io.outputs.verify:
+    the strips checksummed, each COG checksummed against them and its overviews decoded)."""
     import rasterio
 
+    from wetmap.io.outputs import verify
     from wetmap.mosaic import to_cog
 
-    total = 0.0
+    total = checks = 0.0
     for path, resampling in outputs:
         plain = folder / f"plain_{path.name}"
         with rasterio.open(path) as src:
@@ -142,7 +146,10 @@ def cog_seconds(outputs: list[tuple[Path, str]], folder: Path) -> float:
         start = time.perf_counter()
         to_cog(plain, folder / f"cog_{path.name}", resampling)
         total += time.perf_counter() - start
-    return total
+        start = time.perf_counter()
+        verify(folder / f"cog_{path.name}", path, verify(plain, path))
+        checks += time.perf_counter() - start
+    return total, checks
 
 
 def child_rss(image: Path, out: Path) -> None:
@@ -185,7 +192,7 @@ def main() -> None:
         rio_s, tg_s, data_s = (statistics.median(v) for v in zip(*[
             (rioxarray_read(image), torchgeo_loader(image), run_predict(pointwise(), image, folder / "identity.tif"))
             for _ in reps]))
-        cog_s = cog_seconds([(folder / "identity.tif", "NEAREST"), (folder / "identity_probability.tif", "AVERAGE")],
+        cog_s, check_s = cog_seconds([(folder / "identity.tif", "NEAREST"), (folder / "identity_probability.tif", "AVERAGE")],
                             folder)
         window_s, strip_s = tile_reads(image)
         print(f"    tile reads: GDAL windows {window_s:.1f} s, StripReader {strip_s:.1f} s "
@@ -198,6 +205,8 @@ def main() -> None:
         print(f"    of which the COG conversion of the two outputs alone (DEFLATE + overviews): {cog_s:.1f} s "
               f"= {cog_s / rio_s:.2f}x the rioxarray read: the ratio to rioxarray cannot exceed "
               f"{rio_s / cog_s:.2f} even if reading, tiling and blending were free")
+        print(f"    and the read-back checks of the strips and both COGs (wetmap.io.outputs.verify): {check_s:.1f} s "
+              f"= {check_s / data_s:.0%} of the data path")
         if not args.skip_model:
             devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
             for device in devices:

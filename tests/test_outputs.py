@@ -81,18 +81,21 @@ def test_train_under_a_file_size_limit_leaves_no_checkpoint_or_bundle(wetmap, sa
 
 @pytest.mark.parametrize("command", ["sample", "tile", "evaluate"])
 def test_other_stages_under_a_file_size_limit(wetmap, command, sample, bundle_path, tmp_path) -> None:
+    """The line names the file being written when the limit struck: the first scene of the
+    sample, the chip store, the report's GeoPackage (its tables and JSON are smaller)."""
     out = tmp_path / "out"
     if command == "sample":
-        args = ["sample", out, "--size", "256"]
+        args, failing = ["sample", out, "--size", "256"], out / "scene_a.tif"
     elif command == "tile":
         args = ["tile", "--image", sample.scene_a, "--labels", sample.labels, "--clouds", sample.scene_a_scl,
                 "--size", "64", "-o", out]
+        failing = out
     else:
         pred = tmp_path / "pred.tif"
         predict_mosaic(bundle_path, [sample.scene_a], pred, clouds=[sample.scene_a_scl])
-        args = ["evaluate", pred, sample.labels, "--regions", sample.regions, "-o", out]
+        args, failing = ["evaluate", pred, sample.labels, "--regions", sample.regions, "-o", out], out / "regions.gpkg"
     result = wetmap(args, limit=20_000)
-    assert_one_line_error(result, "could not be written", "file size limit 20000 bytes")
+    assert_one_line_error(result, f"{failing}: could not be written", "file size limit 20000 bytes")
     assert listing(out) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
@@ -203,6 +206,25 @@ def test_scratch_names_say_who_wrote_them(tmp_path) -> None:
     with OutputSet([final], overwrite=False) as outputs_:
         outputs_[final].write_bytes(b"done")
     assert final.read_bytes() == b"done" and listing(tmp_path) == [tmp.name, final.name]
+
+
+def test_a_raster_missing_a_tile_is_not_renamed_into_place(tmp_path) -> None:
+    """A tile GDAL never wrote reads back as no data, without an error: only the checksum of
+    what was written finds it."""
+    import numpy as np
+
+    profile = {"driver": "GTiff", "width": 512, "height": 512, "count": 1, "dtype": "uint8", "tiled": True,
+               "blockxsize": 256, "blockysize": 256, "crs": "EPSG:32632", "transform": rasterio.Affine(10, 0, 0, 0, -10, 0)}
+    whole = tmp_path / "whole.tif"
+    with rasterio.open(whole, "w", **profile) as dst:
+        dst.write(np.full((1, 512, 512), 7, np.uint8))
+    final = tmp_path / "out.tif"
+    with pytest.raises(WetmapError, match="out.tif: was not written completely .* pixels differ"):
+        with OutputSet([final], overwrite=False) as outputs_:
+            outputs_.expect(final, verify(whole, whole))
+            with rasterio.open(outputs_[final], "w", SPARSE_OK=True, **profile) as dst:
+                dst.write(np.full((1, 256, 512), 7, np.uint8), window=((0, 256), (0, 512)))  # lower half unwritten
+    assert listing(tmp_path) == ["whole.tif"]
 
 
 def test_a_truncated_raster_is_not_renamed_into_place(sample, tmp_path) -> None:

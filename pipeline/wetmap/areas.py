@@ -28,6 +28,8 @@ class PixelArea:
         self.crs = CRS.from_user_input(grid.crs.to_wkt())
         self.geod: Geod = self.crs.get_geod() or Geod(ellps="WGS84")
         self.to_lonlat = Transformer.from_crs(self.crs, self.crs.geodetic_crs, always_xy=True)
+        # metres per map unit (feet in some state planes; degrees are never nominal)
+        self.unit = self.crs.axis_info[0].unit_conversion_factor if self.crs.axis_info else 1.0
         self.nominal = self._nominal()
 
     def _nominal(self) -> float | None:
@@ -35,9 +37,8 @@ class PixelArea:
         TOLERANCE at its corners and centre; else None (areas per block)."""
         if not self.crs.is_projected:
             return None
-        unit = self.crs.axis_info[0].unit_conversion_factor if self.crs.axis_info else 1.0
         t = self.grid.transform
-        nominal = abs(t.a * t.e - t.b * t.d) * unit * unit / 10_000
+        nominal = abs(t.a * t.e - t.b * t.d) * self.unit * self.unit / 10_000
         h, w = self.grid.height, self.grid.width
         samples = [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (h // 2, w // 2)]
         true = [self.cell(r, c) for r, c in samples]
@@ -70,7 +71,6 @@ def polygon_hectares(frame: gpd.GeoDataFrame, grid: Grid) -> np.ndarray:
     where the grid's nominal cells are true, on the ellipsoid otherwise."""
     pixel_area = PixelArea(grid)
     if pixel_area.nominal is not None:
-        unit = pixel_area.crs.axis_info[0].unit_conversion_factor if pixel_area.crs.axis_info else 1.0
-        return np.asarray(frame.geometry.area, float) * unit * unit / 10_000
+        return np.asarray(frame.geometry.area, float) * pixel_area.unit * pixel_area.unit / 10_000
     lonlat = frame.to_crs(pixel_area.crs.geodetic_crs.to_wkt())
     return np.array([abs(pixel_area.geod.geometry_area_perimeter(g)[0]) / 10_000 for g in lonlat.geometry], float)

@@ -21,3 +21,11 @@ class WetmapError(Exception):
 
 class WetmapWarning(UserWarning):
     """Something the user should know about a run that still goes ahead (one line on stderr)."""
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's message for a one-line error: its first line, cut to `limit` characters
+    (SQLite quotes whole statements), or its type's name when it has none."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -21,7 +21,7 @@ from torch import nn
 from wetmap import __version__
 from wetmap.config import ModelConfig
 from wetmap.data import normalize
-from wetmap.errors import WetmapError
+from wetmap.errors import WetmapError, first_line
 
 BUNDLE_FORMAT = "wetmap-bundle/1"
 
@@ -126,11 +126,6 @@ BUNDLE_KEYS: dict[str, type] = {"state_dict": dict, "model": dict, "bands": list
                                 "versions": dict}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
-
-
 def _read_payload(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
@@ -171,7 +166,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         network = build_network(cfg, len(payload["bands"]))
         network.load_state_dict(payload["state_dict"])
     except (ValueError, KeyError, RuntimeError) as exc:  # pydantic, smp / timm, torch's shape check
-        raise WetmapError(f"damaged model bundle: its weights do not fit its model ({_first_line(exc)})", path) from None
+        raise WetmapError(f"damaged model bundle: its weights do not fit its model ({first_line(exc)})", path) from None
     network.eval().to(device)
     info = read_bundle_info_from(payload)
     return Bundle(model=network, bands=info["bands"], classes=info["classes"],

@@ -388,12 +388,13 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
             cls_dst.close()
             if prob_dst is not None:
                 prob_dst.close()
-        verify(cls_tmp, out)  # GDAL only logs a failed flush of its block cache on close
-        if prob_dst is not None:
-            verify(prob_tmp, prob_path)
+        # GDAL only logs a failed flush of its block cache on close: the strips are read back,
+        # and each COG must hold the same pixels (io.outputs checks it before the rename).
+        outputs.expect(out, verify(cls_tmp, out))
         to_cog(cls_tmp, outputs[out], "NEAREST")
         outputs[out.with_suffix(".qml")].write_text(paletted_qml(info["classes"], info["colors"], NODATA))
         if prob_path is not None:
+            outputs.expect(prob_path, verify(prob_tmp, prob_path))
             to_cog(prob_tmp, outputs[prob_path], "AVERAGE")
             outputs[prob_path.with_suffix(".qml")].write_text(probability_qml(NODATA))
     if vec_path is not None:

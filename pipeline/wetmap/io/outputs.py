@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from wetmap.errors import WetmapError
+from wetmap.errors import WetmapError, first_line
 
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 STALE_AFTER_S = 24 * 3600
@@ -76,20 +76,21 @@ def free_space(path: str | Path) -> str:
     return text if limit == resource.RLIM_INFINITY else f"{text}; file size limit {limit} bytes"
 
 
-def _messages(exc: BaseException) -> list[str]:
-    """The messages of `exc` and of the exceptions that caused it, innermost last (rasterio's
-    "Write failed. See previous exception" is raised from GDAL's own message)."""
-    found = []
-    while exc is not None and len(found) < 8:
-        found.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions that caused it, innermost last (rasterio's "Write failed. See
+    previous exception" is raised from GDAL's own message)."""
+    found = [exc]
+    while len(found) < 8 and (found[-1].__cause__ or found[-1].__context__) is not None:
+        found.append(found[-1].__cause__ or found[-1].__context__)
     return found
 
 
-def _detail(exc: BaseException, limit: int = 160) -> str:
-    """The innermost message, first line, cut to `limit` characters (SQLite quotes whole statements)."""
-    text = _messages(exc)[-1].splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _messages(exc: BaseException) -> list[str]:
+    return [str(e) for e in _chain(exc)]
+
+
+def _detail(exc: BaseException) -> str:
+    return first_line(_chain(exc)[-1])
 
 
 def write_failure(path: str | Path, exc: BaseException) -> WetmapError | None:
@@ -157,7 +158,7 @@ def remove_stale(final: str | Path) -> list[Path]:
         return []
     prefix = f".{final.name}."
     removed = []
-    for leftover in final.parent.glob(f"{glob_escape(prefix)}*.tmp*"):
+    for leftover in final.parent.glob(f"{_glob_escape(prefix)}*.tmp*"):
         owner = leftover.name[len(prefix):].split(".tmp", 1)[0]
         host, _, rest = owner.rpartition("-")[0].rpartition("-")
         pid = rest if host else ""
@@ -172,7 +173,7 @@ def remove_stale(final: str | Path) -> list[Path]:
     return removed
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
@@ -194,12 +195,20 @@ def _remove_scratch(tmp: Path) -> None:
             _remove(leftover)
 
 
-def verify(path: Path, final: Path) -> None:
-    """Read `path` back as what its final name says it is; a WetmapError when it is incomplete."""
+def verify(path: Path, final: Path, pixels: list[int] | None = None) -> list[int] | None:
+    """Read `path` back as what its final name says it is; a WetmapError when it is incomplete.
+
+    A raster's bands are checksummed (GDAL's checksum decodes every block, and fails on one it
+    cannot read) and its overviews decoded; with `pixels`, the checksums must equal them (a tile
+    GDAL never wrote reads back as no data, not as an error). Returns the raster's checksums."""
     kind = final.suffix.lower()
     try:
         if kind in (".tif", ".tiff"):
-            _verify_raster(path)
+            found = _verify_raster(path)
+            if pixels is not None and found != pixels:
+                raise WetmapError(f"was not written completely ({free_space(final)}): its pixels differ from "
+                                  "what was written", final)
+            return found
         elif kind == ".gpkg":
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
                 result = db.execute("PRAGMA integrity_check").fetchone()
@@ -216,21 +225,22 @@ def verify(path: Path, final: Path) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to read it back means it is not complete
         raise WetmapError(f"was not written completely ({free_space(final)}): {_detail(exc)}", final) from exc
+    return None
 
 
-def _verify_raster(path: Path) -> None:
-    """Decode every block of every band, and of every overview."""
+def _verify_raster(path: Path) -> list[int]:
+    """The checksums of the full-resolution bands, after decoding every block of them and of
+    every overview."""
     import rasterio
 
     with rasterio.open(path) as src:
-        levels = src.overviews(1)
-    for level in (None, *range(len(levels))):
-        options = {} if level is None else {"overview_level": level}
-        with rasterio.open(path, **options) as src:
-            block = src.block_shapes[0][0]
-            step = block * max(1, 1024 // block)
-            for row in range(0, src.height, step):
-                src.read(window=((row, min(row + step, src.height)), (0, src.width)))
+        pixels = [src.checksum(b) for b in src.indexes]
+        levels = len(src.overviews(1))
+    for level in range(levels):
+        with rasterio.open(path, overview_level=level) as src:
+            for b in src.indexes:
+                src.checksum(b)
+    return pixels
 
 
 def _fsync(path: Path) -> None:
@@ -263,6 +273,8 @@ class OutputSet:
         self.overwrite = overwrite
         self._tmp: dict[Path, Path] = {}
         self._work: list[Path] = []
+        self._pixels: dict[Path, list[int]] = {}
+        self._current: Path | None = None   # the output asked for last: the one being written
 
     def __enter__(self) -> OutputSet:
         for path in (*self.outputs, *self.family):
@@ -277,10 +289,15 @@ class OutputSet:
         self._work.append(path)
         return path
 
+    def expect(self, final: str | Path, pixels: list[int]) -> None:
+        """The band checksums that raster output `final` must have (of what it was copied from)."""
+        self._pixels[Path(final)] = pixels
+
     def __getitem__(self, final: str | Path) -> Path:
         final = Path(final)
         if final not in self.outputs:
             raise KeyError(f"{final} is not an output of this set")
+        self._current = final
         return self._tmp.setdefault(final, scratch_path(final))
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -305,10 +322,8 @@ class OutputSet:
         text = " ".join([*_messages(exc), str(getattr(exc, "filename", ""))])
         named = next((f for f, tmp in self._tmp.items() if tmp.name in text), None) or next(
             (self.outputs[-1] for tmp in self._work if tmp.name in text), None)
-        written = [f for f, tmp in self._tmp.items() if tmp.exists()]
         limited = resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
-        latest = max(written, key=lambda f: self._tmp[f].stat().st_mtime_ns, default=self.outputs[-1])
-        suspect = named or latest
+        suspect = named or self._current or self.outputs[-1]
         failure = write_failure(suspect, exc)
         if failure is not None:
             return failure
@@ -337,7 +352,7 @@ class OutputSet:
             raise RuntimeError(f"outputs not written: {', '.join(map(str, missing))}")
         for final in self.outputs:
             tmp = self[final]
-            verify(tmp, final)
+            verify(tmp, final, self._pixels.get(final))
             try:
                 _fsync(tmp)
             except OSError as exc:

@@ -23,7 +23,7 @@ from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from wetmap.errors import WetmapError
+from wetmap.errors import WetmapError, first_line
 from wetmap.io.paths import check_local, gdal_path, is_remote
 
 # Bounded GDAL block cache (MB) so memory stays flat however large the raster is.
@@ -72,16 +72,11 @@ def open_raster(path: str | Path, *, need_crs: bool = True) -> DatasetReader:
             src = rasterio.open(text)
     except RasterioError as exc:
         what = "cannot open remote file" if is_remote(text) else "not a readable raster"
-        raise WetmapError(f"{what} ({_first_line(exc)})", text) from None
+        raise WetmapError(f"{what} ({first_line(exc)})", text) from None
     if need_crs and src.crs is None:
         src.close()
         raise WetmapError("raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs)", text)
     return src
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def band_indexes(src: DatasetReader, bands: Sequence[str | int] | None) -> list[int]:
@@ -121,7 +116,7 @@ def read_window(src: DatasetReader | WarpedVRT, window: Window, indexes: list[in
         return read_padded(lambda inner: src.read(indexes, window=inner), window, src.width, src.height,
                            boundless_fill)
     except RasterioError as exc:
-        raise WetmapError(f"cannot read pixels ({_first_line(exc)})", src.name) from None
+        raise WetmapError(f"cannot read pixels ({first_line(exc)})", src.name) from None
 
 
 def read_padded(read, window: Window, width: int, height: int, fill: float) -> np.ndarray:
