@@ -92,7 +92,8 @@ def ready_worker() -> None:
     GeoPandas: ~1 s) and load the compiled mask kernel (for uint16)."""
     import wetmap.chips  # noqa: F401  (a task names `wetmap.chips._cut_batch`; this imports it first)
 
-    mask_chip(np.zeros((1, 1, 1), np.uint16), np.zeros((1, 1), np.uint8), np.ones((1, 1), bool), 0, LABEL_UNKNOWN)
+    mask_chip(np.zeros((1, 1, 1), np.uint16), np.zeros((1, 1), np.uint8), np.ones((1, 1), bool), np.ones((1, 1), bool),
+              0, LABEL_UNKNOWN)
 
 
 def run_tile(paths: dict[str, Path], out: Path, compress: bool = False) -> float:

@@ -26,7 +26,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleFiles:
 
 @pytest.fixture(scope="session")
 def bundle_path(sample: SampleFiles, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (tiny, 2-epoch) TorchGeo U-Net trained on the sample with the masked Dice loss."""
+    """A real (tiny, 2-epoch) TorchGeo U-Net trained on the sample with the masked Dice loss,
+    NDWI and MNDWI as extra input channels."""
     from wetmap.train import fit
 
     out = tmp_path_factory.mktemp("run")
@@ -34,6 +35,7 @@ def bundle_path(sample: SampleFiles, tmp_path_factory: pytest.TempPathFactory) -
         "seed": 0,
         "data": {"image": str(sample.scene_a), "labels": str(sample.labels), "clouds": str(sample.scene_a_scl),
                  "chip_size": 64, "split_block": 1},
+        "model": {"indices": ["NDWI", "MNDWI"]},
         "train": {"epochs": 2, "batch_size": 8},
         "output": str(out),
     })

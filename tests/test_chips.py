@@ -43,6 +43,7 @@ def test_chips_match_a_direct_read(store, sample) -> None:
             assert (store.image[row["chip"]] == chip.raw).all()
             assert (store.label[row["chip"]] == chip.label).all()
             assert (store.valid[row["chip"]] == chip.valid).all()
+            assert (store.clear[row["chip"]] == chip.clear).all() and (chip.clear >= chip.valid).all()
             assert row["valid_fraction"] == pytest.approx(chip.valid.mean(), abs=1e-6)
 
 
@@ -91,10 +92,11 @@ def test_split_is_spatial_and_no_chip_straddles(store) -> None:
     assert train.intersection(val).area == 0, "no pixel belongs to chips of two splits"
 
 
-def test_statistics_are_over_valid_training_pixels(store) -> None:
+def test_statistics_are_over_clear_training_pixels(store) -> None:
+    """Clear, labelled or not: they normalise what the network sees."""
     ids = store.chips("train")
-    image, valid = store.image[:][ids], store.valid[:][ids]
-    px = image.transpose(1, 0, 2, 3)[:, valid].astype(np.float64)
+    image, clear = store.image[:][ids], store.clear[:][ids]
+    px = image.transpose(1, 0, 2, 3)[:, clear].astype(np.float64)
     stats = store.meta["stats"]
     assert np.allclose(stats["mean"], px.mean(1)) and np.allclose(stats["std"], px.std(1))
 
@@ -290,3 +292,59 @@ def test_an_empty_split_is_said_with_its_reason(monkeypatch, capsys, sample, tmp
 
     assert run_cli([*args[:-1], tmp_path / "c", "--set", "split.block=128"], monkeypatch) == 0
     assert "split is empty" not in capsys.readouterr().err
+
+
+def test_a_chip_store_of_the_old_format_is_refused_in_one_line(store, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from wetmap.data import load_chip_store
+
+    old = tmp_path / "old"
+    shutil.copytree(store.path, old)
+    meta = json.loads((old / "chips.json").read_text())
+    (old / "chips.json").write_text(json.dumps({**meta, "format": "wetmap-chips/1"}))
+    with pytest.raises(WetmapError, match="format wetmap-chips/1.*cut it again with wetmap tile"):
+        load_chip_store(old, DEFAULT_BANDS)
+
+
+def test_sparse_labels_leave_the_unlabelled_pixels_visible_to_the_network(sample, tmp_path: Path) -> None:
+    """Labels on a few pixels: the loss sees those (valid), the network all clear ones (clear)."""
+    import rasterio
+
+    with rasterio.open(sample.labels) as src:
+        labels, profile = src.read(1), src.profile
+    sparse = np.full_like(labels, 255)
+    sparse[::7, ::7] = labels[::7, ::7]
+    path = tmp_path / "sparse.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(sparse, 1)
+    build_chip_store(tile_cfg(sample, labels=str(path), min_valid=0.01), tmp_path / "s")
+    opened = open_chip_store(tmp_path / "s")
+    ids = opened.chips("train")
+    valid, clear = opened.valid[:][ids], opened.clear[:][ids]
+    assert 0 < valid.mean() < 0.03 and clear.mean() > 0.5 and (clear >= valid).all()
+
+
+def test_unlabelled_chips_are_stored_for_pretraining_and_change_nothing_else(sample, store, tmp_path: Path) -> None:
+    """--unlabelled adds the image and clear mask of chips without enough labels; the kept
+    chips, their labels, masks and the statistics are those of a store without it."""
+    import rasterio
+
+    with rasterio.open(sample.labels) as src:
+        labels, profile = src.read(1), src.profile
+    labels[:, : labels.shape[1] // 2] = 255   # the west half unlabelled
+    path = tmp_path / "half.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(labels, 1)
+    build_chip_store(tile_cfg(sample, labels=str(path)), tmp_path / "plain")
+    build_chip_store(tile_cfg(sample, labels=str(path), unlabelled=True), tmp_path / "all")
+    plain, full = open_chip_store(tmp_path / "plain"), open_chip_store(tmp_path / "all")
+    assert plain.meta["stats"] == full.meta["stats"]
+    assert (plain.index["kept"] == full.index["kept"]).all() and (plain.index["stored"] == plain.index["kept"]).all()
+    extra = full.index[full.index["stored"] & ~full.index["kept"]]["chip"].to_numpy()
+    assert len(extra) > 5
+    assert (full.label[:][extra] == 255).all() and not full.valid[:][extra].any() and full.clear[:][extra].mean() > 0.5
+    assert (full.image[:][extra] > 0).any()
+    kept = full.index[full.index["kept"]]["chip"].to_numpy()
+    assert (full.image[:][kept] == plain.image[:][kept]).all() and (full.valid[:][kept] == plain.valid[:][kept]).all()

@@ -30,7 +30,7 @@ def test_bundle_is_self_contained_and_safe_to_load(bundle_path: Path) -> None:
     assert {"torch", "torchgeo", "wetmap"} <= set(payload["versions"])
     bundle = load_bundle(bundle_path)
     assert not bundle.model.training
-    x = bundle.normalize(torch.full((1, 6, 64, 64), 1000.0))
+    x = bundle.inputs(torch.full((1, 6, 64, 64), 1000.0))
     assert bundle.model(x).shape == (1, 1, 64, 64)
     assert 0.0 <= bundle.metrics["val_dice"] <= 1.0
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -27,7 +28,7 @@ def run_cfg(sample, out: Path) -> config.TrainRunConfig:
         "seed": 5,
         "data": {"image": str(sample.scene_a), "labels": str(sample.labels), "clouds": str(sample.scene_a_scl),
                  "chip_size": 64, "split_block": 1},
-        "train": {"epochs": 2, "batch_size": 8},
+        "train": {"epochs": 2, "batch_size": 8, "checkpoint_minutes": 0},
         "output": str(out),
     })
 
@@ -50,7 +51,8 @@ def test_resume_continues_to_the_same_result(sample, tmp_path: Path) -> None:
 def test_augmentation_moves_image_labels_and_mask_together() -> None:
     task = WetmapTask(backbone="resnet18", in_channels=1, seed=0)
     image = torch.arange(2 * 32 * 32, dtype=torch.float32).view(2, 1, 32, 32)
-    batch = {"image": image, "mask": (image[:, 0] % 7 == 0).long(), "valid": image[:, 0] % 5 != 0}
+    batch = {"image": image, "mask": (image[:, 0] % 7 == 0).long(), "valid": image[:, 0] % 5 != 0,
+             "clear": image[:, 0] % 3 != 0}
     batch["mask"][:, :4] = 255
 
     class FakeTrainer:
@@ -64,7 +66,27 @@ def test_augmentation_moves_image_labels_and_mask_together() -> None:
     moved = out["image"][:, 0].round()  # kornia rotates by warping: exact up to float rounding
     assert torch.equal(out["mask"] == 1, (moved % 7 == 0) & (out["mask"] != 255))
     assert torch.equal(out["valid"], moved % 5 != 0)
+    assert torch.equal(out["clear"], moved % 3 != 0)
     assert (out["mask"] == 255).sum() == (batch["mask"] == 255).sum()
+
+
+def test_jitter_changes_each_band_of_each_chip_and_leaves_indices_and_hidden_pixels() -> None:
+    """full: per chip and band an affine change of the normalised bands; index channels and
+    pixels that are not clear (0 from the input step) stay as they were."""
+    task = WetmapTask(backbone="resnet18", in_channels=3, augment="full", jitter=0.2, n_bands=2, seed=0)
+    image = torch.randn(4, 3, 32, 32)
+    clear = torch.rand(4, 32, 32) > 0.3
+    image = image * clear.unsqueeze(1)
+    out = task._jitter(image, clear)
+    assert torch.equal(out[:, 2], image[:, 2])
+    assert (out[:, :2][~clear.unsqueeze(1).expand(-1, 2, -1, -1)] == 0).all()
+    for n in range(4):
+        for c in range(2):
+            ok = clear[n]
+            gain, shift = torch.linalg.lstsq(torch.stack([image[n, c][ok], torch.ones(int(ok.sum()))], 1),
+                                             out[n, c][ok].unsqueeze(1)).solution[:, 0]
+            assert 0.8 - 1e-4 <= gain <= 1.2 + 1e-4 and abs(shift) <= 0.2 + 1e-4
+            assert not torch.equal(out[n, c], image[n, c])
 
 
 class RunsCode:
@@ -96,3 +118,76 @@ def test_resume_never_unpickles_a_file_that_a_checkpoint_points_at(sample, tmp_p
     result = fit(cfg, resume=True)
     assert not marker.exists()
     assert Path(result["bundle"]).exists()
+
+
+def test_checkpoints_hold_only_what_resume_and_the_best_model_need(sample, tmp_path: Path) -> None:
+    """best.ckpt: weights alone, written when validation improves; last.ckpt (with the optimiser
+    state) only when training ends, under the default interval; the summary times chip-epochs."""
+    cfg = run_cfg(sample, tmp_path / "run").model_copy(deep=True)
+    cfg.train.checkpoint_minutes = 60
+    writes: list[str] = []
+
+    class Watch(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            writes.append(",".join(sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt"))))
+
+    result = fit(cfg, callbacks=[Watch()])
+    assert "last.ckpt" not in writes[0], "the resume point is not written after every epoch"
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "optimizer_states" not in best and last["optimizer_states"]
+    assert result["seconds_per_chip_epoch"] > 0 and result["train_seconds"] > 0
+
+
+def test_balanced_sampling_draws_chips_with_and_without_wetland_equally() -> None:
+    from wetmap.data import SeededOrder, balanced_weights
+
+    wetland = np.array([0.2] * 3 + [0.0] * 27)
+    order = list(SeededOrder(30, seed=1, weights=balanced_weights(wetland)))
+    drawn = [i for seed in range(40) for i in SeededOrder(30, seed, balanced_weights(wetland))]
+    assert len(order) == 30 and order == list(SeededOrder(30, seed=1, weights=balanced_weights(wetland)))
+    assert 0.45 < np.mean([wetland[i] > 0 for i in drawn]) < 0.55
+    assert balanced_weights(np.zeros(5)) is None
+
+
+def test_a_validation_split_without_wetland_selects_by_loss() -> None:
+    from wetmap.data import ChipSet
+    from wetmap.train import selection_metric
+
+    def chips(val_wetland: float) -> ChipSet:
+        z = np.zeros((2, 1, 1))
+        return ChipSet(z, z, z, z, np.array(["train", "val"]), ["B02"], wetland=np.array([0.3, val_wetland]))
+
+    assert selection_metric(chips(0.1)) == ("val_dice", "max")
+    with pytest.warns(UserWarning, match="no wetland pixel"):
+        assert selection_metric(chips(0.0)) == ("val_loss", "min")
+
+
+def test_pretraining_learns_to_fill_hidden_squares_and_keeps_the_head(sample, tmp_path: Path) -> None:
+    """Masked reconstruction on every stored chip (labelled or not) moves the encoder and the
+    decoder, lowers its own loss, and leaves the segmentation head for the supervised run."""
+    from wetmap.chips import build_chip_store
+    from wetmap.data import load_chip_store
+    from wetmap.model import build_network
+    from wetmap.pretrain import pretrain
+    from wetmap.train import resolve_precision
+
+    tile = config.build(config.TileConfig, {"image": str(sample.scene_a), "labels": str(sample.labels),
+                                            "clouds": str(sample.scene_a_scl), "size": 64, "overlap": 0,
+                                            "min_valid": 0.3, "unlabelled": True,
+                                            "split": {"block": 128, "val": 0.25, "test": 0.0}})
+    build_chip_store(tile, tmp_path / "chips")
+    chips = load_chip_store(tmp_path / "chips", tile.bands)
+    cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(tmp_path / "chips")},
+                                               "train": {"batch_size": 8, "pretrain_epochs": 3, "lr": 0.003}})
+    torch.manual_seed(0)
+    network = build_network(cfg.model, 6)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    report = pretrain(network, chips, chips.input_step(), cfg, "cpu", resolve_precision(None, "cpu"))
+    after = network.state_dict()
+    assert report["chips"] == len(chips.stored) >= len(chips.ids("train")) + len(chips.ids("val"))
+    assert report["loss_last_epoch"] < report["loss_first_epoch"]
+    assert not torch.equal(after["encoder.conv1.weight"], before["encoder.conv1.weight"])
+    assert not torch.equal(after["decoder.blocks.0.conv1.0.weight"], before["decoder.blocks.0.conv1.0.weight"])
+    head = [k for k in after if k.startswith("segmentation_head.")]
+    assert head and all(torch.equal(after[k], before[k]) for k in head)

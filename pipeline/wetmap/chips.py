@@ -5,9 +5,9 @@ and reads any window of the image grid as a chip, every layer aligned pixel for 
 
 `build_chip_store` cuts a whole scene into chips with Dask: each task takes a batch of consecutive
 tiles, decodes their windows straight into the batch's arrays, writes the chips that have enough
-valid pixels into a Zarr store (image: one chunk per chip; labels and valid masks: one chunk per
-batch; so tasks never write the same file), and returns per-band sums over the valid training
-pixels, from which the normalisation statistics come in the same pass. Beside the store: a
+valid pixels into a Zarr store (image: one chunk per chip; labels, valid and clear masks: one
+chunk per batch; so tasks never write the same file), and returns per-band sums over the clear
+training pixels, from which the normalisation statistics come in the same pass. Beside the store: a
 GeoPackage index of chip footprints with their split, and JSON metadata. Every task reads only its
 own windows: memory stays flat however large the scene.
 """
@@ -50,6 +50,11 @@ LABEL_UNKNOWN = 255
 SPLITS = ("train", "val", "test")
 BUFFER = "buffer"  # a chip touching blocks of two splits: dropped, so no pixel is in two splits
 STORE, INDEX, META = "chips.zarr", "chips.gpkg", "chips.json"
+# Format 2 adds `clear`: clear pixels with data, labelled or not (format 1 kept only `valid`).
+CHIPS_FORMAT = "wetmap-chips/2"
+MASKS = ("image", "label", "valid", "clear")
+# With `unlabelled`, chips at least this clear are stored without labels too (pretraining).
+UNLABELLED_CLEAR = 0.5
 CHIPS_PER_TASK = 16  # tiles are visited in row-major order, so a batch reuses the blocks it decoded
 TILE_CACHE_MB = 64   # GDAL block cache per process while tiling: a row of blocks, not the scene
 FLAT_KEYS = {"name": "default", "separator": "."}
@@ -95,6 +100,7 @@ class Chip:
     raw: np.ndarray     # (C,h,w) reflectance x 10000 (the file's own values when it needs no rescaling)
     label: np.ndarray   # (h,w) uint8; 255 where the label is unknown or the image is no data
     valid: np.ndarray   # (h,w) bool: clear (not cloud / shadow / no data) and labelled
+    clear: np.ndarray   # (h,w) bool: clear, labelled or not: the pixels the network sees
 
 
 class ChipReader:
@@ -117,9 +123,10 @@ class ChipReader:
             self.scene.close()
             raise
 
-    def read_into(self, window: Window, raw: np.ndarray, label: np.ndarray, valid: np.ndarray) -> ChipCounts:
-        """Read `window` into (C,h,w), (h,w) and (h,w) arrays (views into a batch are fine:
-        the image is decoded straight into them), masked by `mask_chip`."""
+    def read_into(self, window: Window, raw: np.ndarray, label: np.ndarray, valid: np.ndarray,
+                  clear: np.ndarray) -> ChipCounts:
+        """Read `window` into (C,h,w), (h,w), (h,w) and (h,w) arrays (views into a batch are
+        fine: the image is decoded straight into them), masked by `mask_chip`."""
         ok = self.scene.read_into(window, raw)
         label[...] = self.labels.read(window)
         labelled = int(np.count_nonzero(label != LABEL_UNKNOWN))
@@ -127,15 +134,15 @@ class ChipReader:
         if ok is not None:   # a rescaled scene says itself where it has no data
             label[~ok] = LABEL_UNKNOWN
             valid &= ok
-        clear = int(np.count_nonzero(valid))
-        counts = mask_chip(raw, label, valid, self.scene.nodata, LABEL_UNKNOWN)
-        counts.clear, counts.labelled = clear, labelled
+        counts = mask_chip(raw, label, valid, clear, self.scene.nodata, LABEL_UNKNOWN)
+        counts.labelled = labelled
         return counts
 
     def read(self, window: Window) -> Chip:
         shape = (int(window.height), int(window.width))
-        chip = Chip(np.empty((self.n_bands, *shape), self.dtype), np.empty(shape, np.uint8), np.empty(shape, bool))
-        self.read_into(window, chip.raw, chip.label, chip.valid)
+        chip = Chip(np.empty((self.n_bands, *shape), self.dtype), np.empty(shape, np.uint8), np.empty(shape, bool),
+                    np.empty(shape, bool))
+        self.read_into(window, chip.raw, chip.label, chip.valid, chip.clear)
         return chip
 
     def close(self) -> None:
@@ -178,7 +185,7 @@ def _store_arrays(store: str) -> dict[str, zarr.Array]:
     if key not in _STORES:
         group = zarr.open_group(store, mode="r+")
         _STORES[key] = {name: group[name].with_config({"write_empty_chunks": True})
-                        for name in ("image", "label", "valid")}
+                        for name in MASKS}
     return _STORES[key]
 
 
@@ -247,23 +254,24 @@ def split_by_regions(tiles: TileGrid, grid: Grid, regions: str | Path, split_fie
 # --- the chip store -----------------------------------------------------------------------------
 
 def _cut_batch(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
-               min_valid: float) -> list[dict[str, Any]]:
+               min_valid: float, unlabelled: bool = False) -> list[dict[str, Any]]:
     """`_cut_batch_rows`, with any failure (label codes found in this batch, a full disk)
     returned as a row, to be raised once every task has finished: a task that raises ends
     `dask.compute` while the other threads still read, and closing their datasets under them
     crashed the process."""
     try:
-        return _cut_batch_rows(inputs, store, jobs, size, min_valid)
+        return _cut_batch_rows(inputs, store, jobs, size, min_valid, unlabelled)
     except Exception as exc:  # noqa: BLE001 - re-raised by build_chip_store, type and traceback kept
         return [{"failure": exc}]
 
 
 def _cut_batch_rows(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Window, str]], size: int,
-                    min_valid: float) -> list[dict[str, Any]]:
+                    min_valid: float, unlabelled: bool = False) -> list[dict[str, Any]]:
     """Read, filter and store a batch of consecutive chips; return their index rows and sums.
 
-    Chips are decoded straight into the batch's arrays; the chunks that hold no kept chip are
-    never written (they read as fill).
+    Chips are decoded straight into the batch's arrays; the chunks that hold no stored chip are
+    never written (they read as fill). Stored: kept for training, or with `unlabelled` at least
+    UNLABELLED_CLEAR clear whatever its labels (their image and clear mask, for pretraining).
     """
     first = jobs[0][0]
     assert [j[0] for j in jobs] == list(range(first, first + len(jobs))), "a batch's chips are consecutive"
@@ -273,23 +281,28 @@ def _cut_batch_rows(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Wi
         image = np.zeros((len(jobs), reader.n_bands, size, size), arrays["image"].dtype)
         label = np.full((len(jobs), size, size), LABEL_UNKNOWN, np.uint8)
         valid = np.zeros((len(jobs), size, size), bool)
+        clear = np.zeros((len(jobs), size, size), bool)
         rows = []
         for k, (index, window, split) in enumerate(jobs):
             h, w = int(window.height), int(window.width)   # smaller than `size` only on a small raster
-            counts = reader.read_into(window, image[k, :, :h, :w], label[k, :h, :w], valid[k, :h, :w])
+            counts = reader.read_into(window, image[k, :, :h, :w], label[k, :h, :w], valid[k, :h, :w],
+                                      clear[k, :h, :w])
             frac = counts.valid / (h * w)
             keep = split in SPLITS and frac >= min_valid and counts.valid > 0
-            row: dict[str, Any] = {"chip": index, "split": split, "kept": keep, "valid_fraction": frac,
+            stored = keep or (unlabelled and counts.clear >= UNLABELLED_CLEAR * h * w)
+            row: dict[str, Any] = {"chip": index, "split": split, "kept": keep, "stored": stored, "valid_fraction": frac,
                                    "wetland_fraction": counts.wetland / counts.valid if counts.valid else 0.0,
                                    "clear_fraction": counts.clear / (h * w),
                                    "labelled_fraction": counts.labelled / (h * w)}
             if keep and split == "train":
-                row["sums"] = (counts.valid, counts.sums, counts.squares)
+                row["sums"] = (counts.clear, counts.sums, counts.squares)
             if not keep:
                 label[k], valid[k] = LABEL_UNKNOWN, False
+            if not stored:
+                clear[k] = False
             rows.append(row)
-        kept = [r["kept"] for r in rows]
-        for name, data in (("image", image), ("label", label), ("valid", valid)):
+        kept = [r["stored"] for r in rows]
+        for name, data in (("image", image), ("label", label), ("valid", valid), ("clear", clear)):
             _store_kept(arrays[name], first, data, kept)
     return rows
 
@@ -333,7 +346,7 @@ def _store_chunks(array: zarr.Array, start: int, data: np.ndarray) -> None:
 
 
 def _store_kept(array: zarr.Array, first: int, data: np.ndarray, kept: Sequence[bool]) -> None:
-    """Store the chunks of a batch (positions `first`... of `array`) that hold a kept chip.
+    """Store the chunks of a batch (positions `first`... of `array`) that hold a stored chip.
 
     Chunks with none are never written: they read as the fill value (no data, unknown, invalid).
     """
@@ -348,7 +361,7 @@ def _store_kept(array: zarr.Array, first: int, data: np.ndarray, kept: Sequence[
 
 
 def _stats(rows: list[dict[str, Any]], bands: Sequence[str]) -> dict[str, Any]:
-    """Per-band mean and standard deviation over the valid pixels of the training chips."""
+    """Per-band mean and standard deviation over the clear pixels of the training chips."""
     sums = [r["sums"] for r in rows if "sums" in r]
     n = sum(s[0] for s in sums)
     total = np.sum([s[1] for s in sums], axis=0)
@@ -356,7 +369,7 @@ def _stats(rows: list[dict[str, Any]], bands: Sequence[str]) -> dict[str, Any]:
     mean = total / n
     std = np.sqrt(np.maximum(squares / n - mean * mean, 0.0))
     return {"bands": list(bands), "mean": mean.tolist(), "std": np.where(std > 0, std, 1.0).tolist(),
-            "pixels": int(n), "over": "valid pixels of the training chips"}
+            "pixels": int(n), "over": "clear pixels of the training chips"}
 
 
 @dataclass
@@ -408,14 +421,15 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         n, s = len(tiles), cfg.size
         group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s), dtype=dtype, fill_value=0,
                            **codecs)
-        for name, dtype_, fill in (("label", "uint8", LABEL_UNKNOWN), ("valid", "bool", False)):
+        for name, dtype_, fill in (("label", "uint8", LABEL_UNKNOWN), ("valid", "bool", False), ("clear", "bool", False)):
             group.create_array(name, shape=(n, s, s), chunks=(CHIPS_PER_TASK, s, s), dtype=dtype_, fill_value=fill,
                                **codecs)
         all_tiles = list(tiles)
         batches: dict[int, list[tuple[int, Window, str]]] = {}
         for i, (tile, split) in enumerate(zip(all_tiles, splits)):
             batches.setdefault(i // CHIPS_PER_TASK, []).append((i, tile.window, split))
-        tasks = [dask.delayed(_cut_batch)(inputs, store, jobs, s, cfg.min_valid) for jobs in batches.values()]
+        tasks = [dask.delayed(_cut_batch)(inputs, store, jobs, s, cfg.min_valid, cfg.unlabelled)
+                 for jobs in batches.values()]
         try:
             results = (client.compute(tasks, sync=True) if client is not None
                        else dask.compute(*tasks, scheduler="threads"))
@@ -434,11 +448,11 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         _write_index(tmp / INDEX, rows, all_tiles, grid)
         counts = {name: sum(1 for r in rows if r["kept"] and r["split"] == name) for name in SPLITS}
         meta = {
-            "format": "wetmap-chips/1", "wetmap": __version__, "inputs": inputs.describe(),
+            "format": CHIPS_FORMAT, "wetmap": __version__, "inputs": inputs.describe(),
             "scene": inputs.scene.describe(),
             "crs": grid.crs.to_wkt(), "transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height,
             "size": cfg.size, "overlap": cfg.overlap, "min_valid": cfg.min_valid, "seed": cfg.seed,
-            "compress": cfg.compress,
+            "compress": cfg.compress, "unlabelled": cfg.unlabelled,
             "split": cfg.split.model_dump(mode="json"), "chips": counts, "tiles": len(all_tiles),
             "dropped_buffer": sum(1 for r in rows if r["split"] == BUFFER), "stats": stats, "empty_splits": empty,
         }
@@ -457,7 +471,7 @@ def _write_index(path: Path, rows: list[dict[str, Any]], tiles: list[Tile], grid
     gdf = gpd.GeoDataFrame({
         "chip": [r["chip"] for r in rows],
         "row": [t.row for t in tiles], "col": [t.col for t in tiles],
-        "split": [r["split"] for r in rows], "kept": [r["kept"] for r in rows],
+        "split": [r["split"] for r in rows], "kept": [r["kept"] for r in rows], "stored": [r["stored"] for r in rows],
         "valid_fraction": [round(r["valid_fraction"], 6) for r in rows],
         "wetland_fraction": [round(r["wetland_fraction"], 6) for r in rows],
         "clear_fraction": [round(r["clear_fraction"], 6) for r in rows],
@@ -474,6 +488,7 @@ class ChipStore:
     image: Any
     label: Any
     valid: Any
+    clear: Any
     index: gpd.GeoDataFrame
     meta: dict[str, Any]
 
@@ -488,6 +503,9 @@ def open_chip_store(path: str | Path) -> ChipStore:
     if not (path / META).exists():
         raise WetmapError("not a wetmap chip store (no chips.json)", path)
     meta = json.loads((path / META).read_text())
+    if meta.get("format") != CHIPS_FORMAT:
+        raise WetmapError(f"chip store of format {meta.get('format')}, this wetmap reads {CHIPS_FORMAT} "
+                          "(which keeps the clear pixels the network sees): cut it again with wetmap tile", path)
     group = zarr.open_group(str(path / STORE), mode="r")
     index = gpd.read_file(path / INDEX, engine="pyogrio")
-    return ChipStore(path, group["image"], group["label"], group["valid"], index, meta)
+    return ChipStore(path, group["image"], group["label"], group["valid"], group["clear"], index, meta)

@@ -103,6 +103,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--split-regions", type=click.Path(path_type=Path), help="Split by the regions of this file instead of by block.")
 @click.option("--compress/--no-compress", default=None,
               help="LZ4-compress the chips: a store about half the size, slower tiling (default: no).")
+@click.option("--unlabelled/--no-unlabelled", default=None,
+              help="Also store clear chips without labels, for pretraining (default: no).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Tiling YAML (see configs/tile.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing chip store.")
 @bands_option
@@ -111,12 +113,12 @@ def _names(text: str | None) -> list[str] | None:
 @overrides_option
 def tile(image: str | None, labels: str | None, clouds: str | None, output: Path, size: int | None,
          overlap: int | None, min_valid: float | None, split_regions: Path | None, compress: bool | None,
-         config_path: Path | None, overwrite: bool, band_names: str | None, label_map: str | None,
+         unlabelled: bool | None, config_path: Path | None, overwrite: bool, band_names: str | None, label_map: str | None,
          workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
     """Cut training chips (image, label, valid mask) from a scene into a Zarr chip store, with Dask."""
     extra: dict = {}
     for key, value in (("image", image), ("labels", labels), ("clouds", clouds), ("size", size),
-                       ("overlap", overlap), ("min_valid", min_valid), ("compress", compress),
+                       ("overlap", overlap), ("min_valid", min_valid), ("compress", compress), ("unlabelled", unlabelled),
                        ("band_names", _names(band_names)), ("label_values", _label_map(label_map))):
         if value is not None:
             extra[key] = str(value) if isinstance(value, Path) else value
@@ -158,8 +160,15 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
     if not result:  # a non-zero rank of a multi-GPU run: rank 0 reports
         return
     console.print(f"trained {cfg.model.arch}/{cfg.model.backbone} for {result['epochs_run']} epochs on "
-                  f"{result['chips_train']} chips ({result['chips_val']} for validation)")
-    console.print(f"validation Dice (wetland, clear pixels): {result['val_dice']:.3f}")
+                  f"{result['chips_train']} chips ({result['chips_val']} for validation) in "
+                  f"{result['train_seconds']:.0f} s: {result['seconds_per_chip_epoch'] * 1000:.1f} ms per chip-epoch")
+    if "pretrain" in result:
+        pre = result["pretrain"]
+        console.print(f"pretrained on {pre['chips']} chips (labelled or not) for {pre['epochs']} epochs in "
+                      f"{pre['seconds']:.0f} s: reconstruction loss {pre['loss_first_epoch']:.3f} -> "
+                      f"{pre['loss_last_epoch']:.3f}")
+    console.print(f"validation Dice (wetland, clear pixels): {result['val_dice']:.3f} at P(wetland) > "
+                  f"{result['threshold']:g}")
     console.print(f"model bundle: {result['bundle']}")
 
 
@@ -179,6 +188,8 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (default auto).")
 @click.option("--tile-size", type=int, help="Sliding-window tile size in pixels.")
 @click.option("--overlap", type=int, help="Overlap between neighbouring tiles in pixels.")
+@click.option("--tta", type=click.Choice(["none", "flips", "dihedral"]),
+              help="Test-time augmentation: average 4 flipped or all 8 flipped / rotated views (4x / 8x the model's time).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Prediction YAML (see configs/predict.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--force", is_flag=True, help="Predict a scene whose values lie far outside the model's training range.")
@@ -187,7 +198,8 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @overrides_option
 def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tuple[str, ...], probabilities: bool,
             vectorize: bool, min_area: float, crs: str | None, resolution: float | None, device: str | None,
-            tile_size: int | None, overlap: int | None, config_path: Path | None, overwrite: bool, force: bool,
+            tile_size: int | None, overlap: int | None, tta: str | None, config_path: Path | None, overwrite: bool,
+            force: bool,
             band_names: str | None, workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
     """Predict wetlands over one or several scenes into one QGIS-ready Cloud-Optimized GeoTIFF.
 
@@ -195,7 +207,7 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tu
     clear one decides; where several are clear, they are blended by confidence.
     """
     extra: dict = {}
-    for key, value in (("device", device), ("tile_size", tile_size), ("overlap", overlap)):
+    for key, value in (("device", device), ("tile_size", tile_size), ("overlap", overlap), ("tta", tta)):
         if value is not None:
             extra[key] = value
     cfg = config.load(config.PredictConfig, config_path, extra, overrides)

@@ -113,6 +113,9 @@ class TileConfig(Strict):
     # slower tiling and slower random reads in training (bench_tile.py prints all three). Off by
     # default: a chip store is scratch space on local disk, read at random by training.
     compress: bool = False
+    # Also store the image and clear mask of chips without enough labels (at least half clear),
+    # for pretraining on the scene's unlabelled pixels (train.pretrain_epochs).
+    unlabelled: bool = False
     split: SplitConfig = Field(default_factory=SplitConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
@@ -128,8 +131,29 @@ class TileConfig(Strict):
 class ModelConfig(Strict):
     arch: Literal["unet", "deeplabv3+", "fcn"] = "unet"
     backbone: str = "resnet18"
+    # A local weights file (wetmap.pretrained): a wetmap bundle, a checkpoint or an encoder's
+    # state dict; never a download. Its input bands (default by its channel count: 13 Sentinel-2
+    # L1C, 12 L2A, 3 RGB) and, for a state dict, the normalisation it was trained with.
     weights: str | None = None
+    weights_bands: list[str] | None = None
+    weights_mean: list[float] | None = None
+    weights_std: list[float] | None = None
     classes: list[str] = Field(default_factory=lambda: ["other", "wetland"], min_length=2)
+    # Spectral indices computed from the bands in the input step (wetmap.inputs), extra channels.
+    indices: list[str] = Field(default_factory=list)
+
+    @field_validator("indices")
+    @classmethod
+    def _known_indices(cls, value: list[str]) -> list[str]:
+        from wetmap.inputs import INDICES
+
+        names = [str(v).upper() for v in value]
+        unknown = [n for n in names if n not in INDICES]
+        if unknown:
+            raise ValueError(f"unknown index {unknown[0]!r} (known: {', '.join(INDICES)})")
+        if len(set(names)) != len(names):
+            raise ValueError("an index is named twice")
+        return names
 
     @model_validator(mode="after")
     def _known_backbone(self) -> ModelConfig:
@@ -167,6 +191,25 @@ class TrainConfig(Strict):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    # Early stopping: epochs without a better validation Dice (default: a third of the epochs, at least 5).
+    patience: int | None = Field(None, ge=1)
+    # none | dihedral (flips, 90° rotations) | full (dihedral + per-band brightness / contrast jitter)
+    augment: Literal["none", "dihedral", "full"] = "dihedral"
+    jitter: float = Field(0.1, ge=0, le=1, description="full: largest contrast change and brightness shift, in std")
+    # uniform: every chip once per epoch; balanced: chips with and without wetland equally often.
+    sampling: Literal["uniform", "balanced"] = "uniform"
+    # The resume point (last.ckpt, with optimiser state) is written at most this often, and when
+    # training ends; 0: after every epoch. The best weights are written only when they improve.
+    checkpoint_minutes: float = Field(5.0, ge=0)
+    # Binary models: the probability threshold of the class map is the one with the best
+    # validation Dice (recorded in the bundle); false: 0.5.
+    calibrate_threshold: bool = True
+    # Masked-reconstruction pretraining on every stored chip, labelled or not (wetmap.pretrain;
+    # a chip store cut with --unlabelled), before the supervised epochs; 0: none.
+    pretrain_epochs: int = Field(0, ge=0)
+    pretrain_mask: float = Field(0.5, gt=0, lt=1, description="share of squares hidden")
+    pretrain_patch: int = Field(8, ge=1, description="side of a hidden square, px")
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"  # e.g. "ddp" for several GPUs
@@ -182,21 +225,43 @@ class TrainRunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: Path = Path("runs/train")
 
+    @model_validator(mode="after")
+    def _indices_computable(self) -> TrainRunConfig:
+        from wetmap.inputs import check_indices
+
+        check_indices(self.model.indices, self.data.bands)
+        return self
+
 
 class PredictConfig(Strict):
-    tile_size: int = Field(256, ge=32, le=4096)
-    overlap: int = Field(64, ge=0)
+    # Unset: the window the model was trained on (its chip size; 256 for older bundles), and a
+    # quarter of it as overlap. A U-Net trained on small chips misreads larger windows: one
+    # trained on 32 px chips scored test Dice 1.00 in 32 px tiles and 0.21 in 256 px tiles
+    # (tucurui-landsat5, benchmarks/bench_realdata.py).
+    tile_size: int | None = Field(None, ge=32, le=4096)
+    overlap: int | None = Field(None, ge=0)
     batch_size: int = Field(8, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: bf16 autocast on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Test-time augmentation: each tile also predicted flipped (flips: 4 views) or under all
+    # eight flips and 90° rotations (dihedral), probabilities averaged before the blend.
+    tta: Literal["none", "flips", "dihedral"] = "none"
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> PredictConfig:
-        if self.overlap * 2 >= self.tile_size:
+        if self.overlap is not None and self.tile_size is not None and self.overlap * 2 >= self.tile_size:
             raise ValueError(f"overlap {self.overlap} must be less than half of tile_size {self.tile_size}")
         return self
+
+    def windows_for(self, chip_size: int | None) -> PredictConfig:
+        """This config with the window and overlap set: unset ones follow the model's chip size."""
+        tile = self.tile_size or chip_size or 256
+        overlap = self.overlap if self.overlap is not None else tile // 4
+        if overlap * 2 >= tile:
+            raise WetmapError(f"overlap {overlap} must be less than half of the {tile} px window", "--overlap")
+        return self.model_copy(update={"tile_size": tile, "overlap": overlap})
 
 
 class EvaluateConfig(Strict):

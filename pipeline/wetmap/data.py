@@ -21,41 +21,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from wetmap.chips import ChipInputs, ChipReader, open_chip_store, split_by_blocks
 from wetmap.config import DataConfig
 from wetmap.errors import WetmapError
+from wetmap.inputs import InputStep
 from wetmap.io.raster import GDAL_ENV
 from wetmap.labels import LabelCodes
 from wetmap.tiling import TileGrid
 
 
-def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
-              valid: np.ndarray | torch.Tensor | None = None, inplace: bool = False) -> np.ndarray | torch.Tensor:
-    """(…,C,H,W) raw band values to zero-mean unit-variance input; unusable pixels become 0.
-
-    Setting no-data / cloud pixels to the band mean keeps their extreme values (0, bright cloud)
-    from leaking into the features of their clear neighbours. `inplace` (float32 tensors only)
-    reuses the input's memory: prediction owns its batches, and three fewer full-size temporaries
-    per batch is a visible share of the data path.
-    """
-    if isinstance(raw, torch.Tensor):
-        m = torch.as_tensor(mean, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
-        s = torch.as_tensor(std, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
-        if inplace and raw.dtype == torch.float32:
-            x = raw.sub_(m).div_(s)
-            if valid is not None and not bool(valid.all()):   # most tiles are clear throughout
-                x.mul_(valid.unsqueeze(-3))
-            return x
-        x = (raw.float() - m) / s
-        if valid is not None:
-            x = x * valid.unsqueeze(-3).to(x.dtype)
-        return x
-    x = (raw.astype(np.float32) - mean.astype(np.float32)[:, None, None]) / std.astype(np.float32)[:, None, None]
-    if valid is not None:
-        x *= valid[..., None, :, :]
-    return x
-
-
 @dataclass
 class ChipSet:
-    """Training chips: raw image (N,C,S,S), labels (N,S,S), valid masks, split and statistics.
+    """Training chips: raw image (N,C,S,S), labels (N,S,S), valid masks (clear and labelled: the
+    loss), clear masks (the network's input), split and statistics.
 
     The arrays are numpy (chips cut in memory) or Zarr (a `wetmap tile` chip store, read chip by
     chip); `split` names each position's split ('' for positions that are not used).
@@ -64,23 +39,29 @@ class ChipSet:
     image: Any
     label: Any
     valid: Any
+    clear: Any
     split: np.ndarray
     bands: list[str]
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     std: np.ndarray = field(default_factory=lambda: np.ones(0))
     summary: dict[str, float | int] = field(default_factory=dict)
     scene: dict[str, Any] = field(default_factory=dict)   # what the chips were cut from (SceneSpec.describe)
+    wetland: np.ndarray = field(default_factory=lambda: np.zeros(0))   # per position: wetland share of valid px
+    stored: np.ndarray = field(default_factory=lambda: np.zeros(0, int))   # positions with an image, labelled or not
 
     def ids(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split == name)
 
+    def input_step(self, indices: tuple[str, ...] = ()) -> InputStep:
+        return InputStep(tuple(self.bands), self.mean, self.std, indices)
 
-def band_stats(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and standard deviation over valid pixels only (clouds would skew them)."""
-    n = valid.sum()
+
+def band_stats(image: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation over clear pixels only (clouds would skew them)."""
+    n = clear.sum()
     if n == 0:
-        raise WetmapError("no valid training pixels to compute band statistics")
-    bands = image.transpose(1, 0, 2, 3).reshape(image.shape[1], -1)[:, valid.reshape(-1)].astype(np.float64)
+        raise WetmapError("no clear training pixels to compute band statistics")
+    bands = image.transpose(1, 0, 2, 3).reshape(image.shape[1], -1)[:, clear.reshape(-1)].astype(np.float64)
     mean = bands.mean(1)
     std = bands.std(1)
     return mean, np.where(std > 0, std, 1.0)
@@ -89,7 +70,7 @@ def band_stats(image: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.nda
 def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("other", "wetland")) -> ChipSet:
     """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory;
     the label raster's values must be `classes` indexes unless `cfg.label_values` maps them."""
-    images, labs, valids, splits = [], [], [], []
+    images, labs, valids, clears, splits = [], [], [], [], []
     inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names,
                            LabelCodes.of(classes, cfg.label_values))
     with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
@@ -103,6 +84,7 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
             images.append(chip.raw)
             labs.append(chip.label)
             valids.append(chip.valid)
+            clears.append(chip.clear)
             splits.append(split)
     if not images:
         raise WetmapError(f"no chip has at least {cfg.min_valid:.0%} valid pixels", cfg.image)
@@ -110,13 +92,15 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
     if not ((split == "train").any() and (split == "val").any()):
         raise WetmapError("too few chips for a spatial split into train and val; use a smaller "
                           "data.chip_size or data.split_block", cfg.image)
-    image, label, valid = np.stack(images), np.stack(labs), np.stack(valids)
+    image, label, valid, clear = np.stack(images), np.stack(labs), np.stack(valids), np.stack(clears)
     train = split == "train"
-    mean, std = band_stats(image[train], valid[train])
+    mean, std = band_stats(image[train], clear[train])
     used = np.isin(split, ("train", "val"))
     wet = ((label == 1) & valid)[used].sum()
     summary = {"valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum()))}
-    return ChipSet(image, label, valid, split, list(cfg.bands), mean, std, summary, inputs.scene.describe())
+    wetland = ((label == 1) & valid).mean((1, 2)) / np.maximum(valid.mean((1, 2)), 1e-12)
+    return ChipSet(image, label, valid, clear, split, list(cfg.bands), mean, std, summary, inputs.scene.describe(),
+                   wetland, np.flatnonzero(np.isin(split, ("train", "val", "test"))))
 
 
 def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:
@@ -135,18 +119,24 @@ def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:
     summary = {"valid_fraction": float(weights.mean()),
                "wetland_fraction": float((used["wetland_fraction"] * weights).sum() / max(weights.sum(), 1e-12))}
     stats = store.meta["stats"]
-    return ChipSet(store.image, store.label, store.valid, split.astype(str), list(stored),
-                   np.asarray(stats["mean"]), np.asarray(stats["std"]), summary, store.meta.get("scene", {}))
+    wetland = np.zeros(store.image.shape[0])
+    wetland[kept["chip"].to_numpy()] = kept["wetland_fraction"].to_numpy()
+    return ChipSet(store.image, store.label, store.valid, store.clear, split.astype(str), list(stored),
+                   np.asarray(stats["mean"]), np.asarray(stats["std"]), summary, store.meta.get("scene", {}), wetland,
+                   store.index.loc[store.index["stored"], "chip"].to_numpy())
 
 
 class ChipDataset(Dataset):
-    """Normalised chips as TorchGeo-style sample dicts: image, mask and the valid mask.
+    """Network-ready chips as TorchGeo-style sample dicts: image (through the model's input step,
+    masked by the clear pixels, as prediction does), mask, and the valid mask of the loss.
 
     Augmentation happens on the batch, in the training task (kornia), so it runs on the GPU.
     """
 
-    def __init__(self, chips: ChipSet, split: str) -> None:
-        self.chips, self.positions = chips, chips.ids(split)
+    def __init__(self, chips: ChipSet, split: str, step: InputStep | None = None,
+                 positions: np.ndarray | None = None) -> None:
+        self.chips, self.positions = chips, chips.ids(split) if positions is None else positions
+        self.step = step or chips.input_step()
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -154,23 +144,43 @@ class ChipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         c, j = self.chips, int(self.positions[i])
         valid = torch.from_numpy(np.asarray(c.valid[j]))
-        image = normalize(torch.from_numpy(np.asarray(c.image[j]).astype(np.float32)), c.mean, c.std, valid)
+        clear = torch.from_numpy(np.asarray(c.clear[j]))
+        image = self.step(torch.from_numpy(np.asarray(c.image[j]).astype(np.float32)), clear, inplace=True)
         mask = torch.from_numpy(np.asarray(c.label[j]).astype(np.int64))
-        return {"image": image, "mask": mask, "valid": valid}
+        return {"image": image, "mask": mask, "valid": valid, "clear": clear}
 
 
 class SeededOrder(Sampler[int]):
     """A random order fixed by its seed: the same every time it is iterated (a resumed run may
-    iterate a loader more often than an uninterrupted one; a consumed generator would drift)."""
+    iterate a loader more often than an uninterrupted one; a consumed generator would drift).
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
+    With `weights`, an epoch draws as many chips with replacement, each in proportion to its
+    weight (class-balanced sampling); without, it is a permutation.
+    """
+
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None) -> None:
+        self.n, self.seed, self.weights = n, seed, weights
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist())
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.weights is None:
+            return iter(torch.randperm(self.n, generator=generator).tolist())
+        w = torch.as_tensor(self.weights, dtype=torch.float64)
+        return iter(torch.multinomial(w, self.n, replacement=True, generator=generator).tolist())
+
+
+def balanced_weights(wetland: np.ndarray) -> np.ndarray | None:
+    """Chip weights that make chips with and without wetland equally likely; None (a plain
+    permutation) when every chip is of one kind. With wetland in a few chips of many, uniform
+    sampling shows the network a wetland pixel in a minority of its batches."""
+    has = wetland > 0
+    n_pos, n_neg = int(has.sum()), int((~has).sum())
+    if not n_pos or not n_neg:
+        return None
+    return np.where(has, 0.5 / n_pos, 0.5 / n_neg)
 
 
 class ChipDataModule(L.LightningDataModule):
@@ -180,14 +190,17 @@ class ChipDataModule(L.LightningDataModule):
     uninterrupted one (the trainer reloads the loader every epoch).
     """
 
-    def __init__(self, chips: ChipSet, batch_size: int, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(self, chips: ChipSet, batch_size: int, num_workers: int = 0, seed: int = 0,
+                 step: InputStep | None = None, balanced: bool = False) -> None:
         super().__init__()
         self.chips, self.batch_size, self.num_workers, self.seed = chips, batch_size, num_workers, seed
+        self.step, self.balanced = step, balanced
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = ChipDataset(self.chips, split)
+        dataset = ChipDataset(self.chips, split, self.step)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        order = SeededOrder(len(dataset), self.seed * 100_003 + epoch) if shuffle else None
+        weights = balanced_weights(self.chips.wetland[dataset.positions]) if self.balanced else None
+        order = SeededOrder(len(dataset), self.seed * 100_003 + epoch, weights) if shuffle else None
         return DataLoader(dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=False)
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from wetmap import __version__
 from wetmap.config import ModelConfig
-from wetmap.data import normalize
+from wetmap.inputs import InputStep
 from wetmap.errors import WetmapError, first_line
 
 BUNDLE_FORMAT = "wetmap-bundle/1"
@@ -34,12 +34,13 @@ def task_kind(num_classes: int) -> str:
 def torchgeo_task_args(cfg: ModelConfig, in_channels: int) -> dict[str, Any]:
     """Arguments for TorchGeo's SemanticSegmentationTask that define the network."""
     kind = task_kind(len(cfg.classes))
-    return {"model": cfg.arch, "backbone": cfg.backbone, "weights": cfg.weights, "in_channels": in_channels,
+    # weights None: TorchGeo would download a name; wetmap.pretrained loads local files itself.
+    return {"model": cfg.arch, "backbone": cfg.backbone, "weights": None, "in_channels": in_channels,
             "task": kind, "num_classes": None if kind == "binary" else len(cfg.classes)}
 
 
 def build_network(cfg: ModelConfig, in_channels: int) -> nn.Module:
-    """The bare network TorchGeo builds for this config (random initialisation unless weights)."""
+    """The bare network TorchGeo builds for this config, randomly initialised."""
     from torchgeo.trainers import SemanticSegmentationTask
 
     return SemanticSegmentationTask(**torchgeo_task_args(cfg, in_channels)).model
@@ -63,7 +64,7 @@ def _plain(data: Any) -> Any:
 
 @dataclass
 class Bundle:
-    """A loaded model: `.model` takes normalised (N,bands,H,W) float input and returns logits."""
+    """A loaded model: `.model` takes the input step's (N,channels,H,W) output and returns logits."""
 
     model: nn.Module
     bands: list[str]
@@ -75,14 +76,18 @@ class Bundle:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     scene: dict[str, Any] = field(default_factory=dict)   # what it was trained on: sensor, level, convention
+    indices: tuple[str, ...] = ()                         # spectral indices the input step adds
+    chip_size: int | None = None                          # training chips' side: prediction's window
+    threshold: float = 0.5                                # binary: P(wetland) above which a pixel is wetland
 
     @property
     def binary(self) -> bool:
         return len(self.classes) == 2
 
-    def normalize(self, x: torch.Tensor | np.ndarray, valid: Any = None, inplace: bool = False) -> torch.Tensor | np.ndarray:
-        """Raw band values (…,bands,H,W) to the model's input scale."""
-        return normalize(x, self.mean, self.std, valid, inplace)
+    @property
+    def inputs(self) -> InputStep:
+        """Raw band values (…,bands,H,W) and clear mask to the network's input (wetmap.inputs)."""
+        return InputStep(tuple(self.bands), self.mean, self.std, self.indices)
 
     @property
     def channels(self) -> int:
@@ -100,7 +105,8 @@ class Bundle:
 
 def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, bands: list[str],
                 mean: np.ndarray, std: np.ndarray, config: dict[str, Any], metrics: dict[str, Any],
-                colors: dict[int, tuple[int, int, int, int]], scene: dict[str, Any] | None = None) -> Path:
+                colors: dict[int, tuple[int, int, int, int]], scene: dict[str, Any] | None = None,
+                chip_size: int | None = None, threshold: float = 0.5) -> Path:
     """Write the bundle to `path` as given (the caller commits it, `io.outputs`)."""
     payload = {
         "format": BUNDLE_FORMAT,
@@ -115,6 +121,8 @@ def save_bundle(path: str | Path, network: nn.Module, model_cfg: ModelConfig, ba
         "metrics": _plain(metrics),
         "versions": versions(),
         "scene": _plain(scene or {}),
+        "chip_size": chip_size,
+        "threshold": float(threshold),
     }
     torch.save(payload, path)
     return Path(path)
@@ -150,7 +158,9 @@ def _read_payload(path: str | Path) -> dict[str, Any]:
 def read_bundle_info_from(payload: dict[str, Any]) -> dict[str, Any]:
     return {"classes": list(payload["classes"]), "bands": list(payload["bands"]),
             "colors": {int(k): tuple(v) for k, v in payload["colors"].items()},
-            "mean": payload["mean"].numpy(), "std": payload["std"].numpy(), "scene": dict(payload.get("scene", {}))}
+            "mean": payload["mean"].numpy(), "std": payload["std"].numpy(), "scene": dict(payload.get("scene", {})),
+            "chip_size": payload.get("chip_size") if isinstance(payload.get("chip_size"), int) else None,
+            "threshold": float(payload["threshold"]) if isinstance(payload.get("threshold"), float) else 0.5}
 
 
 def read_bundle_info(path: str | Path) -> dict[str, Any]:
@@ -163,7 +173,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     payload = _read_payload(path)
     try:
         cfg = ModelConfig.model_validate({**payload["model"], "weights": None})
-        network = build_network(cfg, len(payload["bands"]))
+        network = build_network(cfg, len(payload["bands"]) + len(cfg.indices))
         network.load_state_dict(payload["state_dict"])
     except (ValueError, KeyError, RuntimeError) as exc:  # pydantic, smp / timm, torch's shape check
         raise WetmapError(f"damaged model bundle: its weights do not fit its model ({first_line(exc)})", path) from None
@@ -172,4 +182,5 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     return Bundle(model=network, bands=info["bands"], classes=info["classes"],
                   mean=payload["mean"].numpy(), std=payload["std"].numpy(), colors=info["colors"],
                   config=payload["config"], metrics=payload["metrics"], versions=payload["versions"],
-                  scene=info["scene"])
+                  scene=info["scene"], indices=tuple(cfg.indices), chip_size=info["chip_size"],
+                  threshold=info["threshold"])

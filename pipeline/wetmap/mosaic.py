@@ -159,9 +159,9 @@ def combine_scenes(probs: list[np.ndarray], valids: list[np.ndarray]) -> tuple[n
     return num / np.maximum(den, 1e-12), valid
 
 
-def class_labels(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """uint8 classes (argmax; binary (1,h,w): 1 where P > 0.5), 255 where not valid."""
-    labels = (probs[0] > 0.5).astype(np.uint8) if probs.shape[0] == 1 else probs.argmax(0).astype(np.uint8)
+def class_labels(probs: np.ndarray, valid: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """uint8 classes (argmax; binary (1,h,w): 1 where P > threshold), 255 where not valid."""
+    labels = (probs[0] > threshold).astype(np.uint8) if probs.shape[0] == 1 else probs.argmax(0).astype(np.uint8)
     labels[~valid] = NODATA
     return labels
 

@@ -89,13 +89,20 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
+# Test-time views: (quarter turns, flip left-right) of the dihedral group; flips = the identity,
+# both mirror images and their product (a half turn).
+TTA_VIEWS = {"none": ((0, False),), "flips": ((0, False), (0, True), (2, False), (2, True)),
+             "dihedral": tuple((k, f) for k in range(4) for f in (False, True))}
+
+
 class TilePredictor:
     """Runs the bundle's network on batches of raw tiles and returns class probabilities."""
 
-    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto") -> None:
-        self.bundle, self.device = bundle, device
+    def __init__(self, bundle: Bundle, device: torch.device, precision: str = "auto", tta: str = "none") -> None:
+        self.bundle, self.device, self.views = bundle, device, TTA_VIEWS[tta]
         self.model = bundle.model.to(device).eval()
         self.amp = autocast_dtype(device, precision)
+        self.inputs = bundle.inputs
         self.channels_last = device.type == "cuda" or self.amp is not None
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -106,12 +113,21 @@ class TilePredictor:
         on the CPU `raw` is normalised in place (callers hand over batches they no longer need)."""
         x = torch.from_numpy(raw).to(self.device, non_blocking=True)
         ok = torch.from_numpy(valid).to(self.device, non_blocking=True)
-        x = self.bundle.normalize(x, ok, inplace=True)
+        x = self.inputs(x, ok, inplace=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits = self.model(x)
-        return self.bundle.probabilities(logits).cpu().numpy()
+        total = None
+        for turns, flip in self.views:
+            view = torch.rot90(x, turns, (-2, -1)) if turns else x
+            view = view.flip(-1) if flip else view
+            with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                p = self.bundle.probabilities(self.model(view))
+            p = p.flip(-1) if flip else p
+            p = torch.rot90(p, -turns, (-2, -1)) if turns else p
+            total = p if total is None else total.add_(p)
+        if len(self.views) > 1:
+            total /= len(self.views)
+        return total.cpu().numpy()
 
 
 # Strips hold many blocks: GDAL decodes them on every core while the model waits for the batch.
@@ -242,7 +258,7 @@ def part_bounds(tiles: TileGrid, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
 
 
-_WORKER_PREDICTORS: dict[tuple[str, int, int, str, str], TilePredictor] = {}
+_WORKER_PREDICTORS: dict[tuple[str, int, int, str, str, str], TilePredictor] = {}
 
 
 def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: PredictConfig, first: int,
@@ -255,9 +271,10 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
     from wetmap.model import load_bundle
 
     stat = Path(bundle_path).stat()   # a retrained bundle at the same path is a new model
-    key = (bundle_path, stat.st_mtime_ns, stat.st_size, cfg.device, cfg.precision)
+    key = (bundle_path, stat.st_mtime_ns, stat.st_size, cfg.device, cfg.precision, cfg.tta)
     if key not in _WORKER_PREDICTORS:
-        _WORKER_PREDICTORS[key] = TilePredictor(load_bundle(bundle_path), resolve_device(cfg.device), cfg.precision)
+        _WORKER_PREDICTORS[key] = TilePredictor(load_bundle(bundle_path), resolve_device(cfg.device), cfg.precision,
+                                                cfg.tta)
     predictor = _WORKER_PREDICTORS[key]
     tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
     top = tiles.row_starts[first]
@@ -272,7 +289,7 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
                 lo, hi = max(row, top), min(row + valid.shape[0], bottom)
                 if lo < hi:
                     part = slice(lo - row, hi - row)
-                    classes[lo - top:hi - top] = class_labels(strip[:, part], valid[part])
+                    classes[lo - top:hi - top] = class_labels(strip[:, part], valid[part], predictor.bundle.threshold)
                     prob[lo - top:hi - top] = percent(class_probability(strip[:, part], wet), valid[part])
         finally:
             stack.close()
@@ -341,12 +358,14 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
         bundle = load_bundle(bundle_path)
     device = resolve_device(cfg.device)
     info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
+    cfg = cfg.windows_for(info["chip_size"])
     notes = check_scenes(scenes, info, force)
     clip = (region.crs, tuple(region.total_bounds)) if region is not None else None
     grid = mosaic_grid([scene_grid(s.spec.select(info["bands"])) for s in scenes], crs, resolution, clip)
     inside = region.to_crs(grid.crs).union_all() if region is not None else None
     tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
     tags = {"CLASSES": ",".join(info["classes"]), "MODEL_BANDS": ",".join(info["bands"]),
+            "WETLAND_THRESHOLD": f"{info['threshold']:g}", "WINDOW": f"{cfg.tile_size} px, overlap {cfg.overlap}",
             "SOURCE": ",".join(s.name for s in scenes), "REFLECTANCE": CONVENTION,
             "CLOUD_MASKS": "; ".join(f"{s.name}: {s.mask.describe() if s.mask else 'none'}" for s in scenes)}
     counts = np.zeros(3, np.int64)  # pixels, valid, wetland
@@ -373,12 +392,13 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
 
         try:
             if client is None:
-                predictor = TilePredictor(bundle, device, cfg.precision)
+                predictor = TilePredictor(bundle, device, cfg.precision, cfg.tta)
                 precision = str(predictor.amp).removeprefix("torch.") if predictor.amp else "fp32"
                 stack = SceneStack(scenes, grid, bundle.bands, cfg.cloud)
                 try:
                     for row, strip, valid in predict_strips(predictor, stack, tiles, 0, tiles.shape[0], cfg):
-                        write(row, class_labels(strip, valid), percent(class_probability(strip, wet), valid))
+                        write(row, class_labels(strip, valid, info["threshold"]),
+                              percent(class_probability(strip, wet), valid))
                 finally:
                     stack.close()
             else:
@@ -445,7 +465,8 @@ def _bundle_info(bundle: Bundle | None, path: str | None) -> dict[str, Any]:
     Dask path) read from the file."""
     if bundle is not None:
         return {"classes": bundle.classes, "bands": bundle.bands, "colors": bundle.colors, "mean": bundle.mean,
-                "std": bundle.std, "scene": bundle.scene}
+                "std": bundle.std, "scene": bundle.scene, "chip_size": bundle.chip_size,
+                "threshold": bundle.threshold}
     from wetmap.model import read_bundle_info
 
     return read_bundle_info(path)
