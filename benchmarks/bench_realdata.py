@@ -56,6 +56,8 @@ def ablation(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     variants: dict[str, dict[str, Any]] = {
         "default": {},
         ("no index inputs" if has_indices else "index inputs"): {"model": {"indices": [] if has_indices else ALL_INDICES}},
+        ("no clear channel" if base.get("model", {}).get("clear_channel") else "clear channel"):
+            {"model": {"clear_channel": not base.get("model", {}).get("clear_channel", False)}},
         "augment none": {"train": {"augment": "none"}},
         "augment dihedral": {"train": {"augment": "dihedral"}},
         "augment full": {"train": {"augment": "full"}},

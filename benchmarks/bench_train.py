@@ -2,7 +2,11 @@
 
 On the sample scene's chip store: (a) chips/s the loader delivers, normalised and augmented as in
 training; (b) chips/s of a training step (forward, masked loss, backward, optimizer) of the demo's
-U-Net on batches already in memory. Target on the CPU: (a) / (b) >= 2.
+U-Net on batches already in memory. Target on the CPU: (a) / (b) >= 2. Then (c) what checkpoints
+cost per epoch, written through wetmap's verifying writer: before issue 17, a full checkpoint
+(weights and Adam's moments) as both best.ckpt and last.ckpt after every epoch; now the weights
+alone as best.ckpt when validation improves (at most once an epoch), the full state every
+`train.checkpoint_minutes`.
 
     .venv/bin/python benchmarks/bench_train.py [--size 1024] [--batches 20]
 """
@@ -79,6 +83,30 @@ def main() -> None:
     print(f"  data loading (read Zarr, normalise, augment): {load_rate:8.1f} chips/s")
     print(f"  training step (U-Net ResNet-18, Dice+BCE)    : {step_rate:8.1f} chips/s")
     print(f"  ratio loading / training: {load_rate / step_rate:.1f} (target >= 2)")
+    full_s, full_mb, weights_s, weights_mb = checkpoint_costs(task, optimizer)
+    epoch_s = chips_loaded / step_rate
+    print(f"  a full checkpoint: {full_mb:.0f} MB in {full_s:.2f} s; the weights alone: {weights_mb:.0f} MB in "
+          f"{weights_s:.2f} s")
+    print(f"  per epoch of {chips_loaded} chips ({epoch_s:.1f} s of steps): two full checkpoints {2 * full_s:.2f} s "
+          f"({2 * full_s / epoch_s:.0%} of the steps) before; at most {weights_s:.2f} s "
+          f"({weights_s / epoch_s:.0%}) now")
+
+
+def checkpoint_costs(task: WetmapTask, optimizer: torch.optim.Optimizer) -> tuple[float, float, float, float]:
+    """Seconds and MB of a full and of a weights-only checkpoint, as the trainer writes them."""
+    from wetmap.train import VerifiedCheckpointIO
+
+    writer = VerifiedCheckpointIO()
+    full = {"state_dict": task.state_dict(), "optimizer_states": [optimizer.state_dict()], "epoch": 1}
+    weights = {"state_dict": task.state_dict(), "epoch": 1}
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, payload in (("full.ckpt", full), ("best.ckpt", weights)):
+            path = Path(tmp) / name
+            start = time.perf_counter()
+            writer.save_checkpoint(payload, path)
+            out += [time.perf_counter() - start, path.stat().st_size / 1e6]
+    return out[0], out[1], out[2], out[3]
 
 
 if __name__ == "__main__":

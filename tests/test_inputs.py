@@ -50,6 +50,14 @@ def test_hidden_pixels_enter_as_zero_in_every_channel() -> None:
     assert (x[hidden] == 0).all() and (x[~hidden] != 0).any()
 
 
+def test_the_clear_channel_tells_a_hidden_pixel_from_an_average_one() -> None:
+    raw, clear = raw_chip(2)
+    step = InputStep(BANDS, np.full(6, 1500.0), np.full(6, 300.0), ("NDWI",), clear_channel=True)
+    x = step(raw, clear)
+    assert step.names == [*BANDS, "NDWI", "clear"] and x.shape[1] == 8
+    assert torch.equal(x[:, 7], clear.float())
+
+
 def test_an_index_needs_its_bands() -> None:
     data = {"data": {"chips": "c", "bands": ["B02", "B03", "B04"]}, "model": {"indices": ["ndwi"]}}
     with pytest.raises(WetmapError, match="NDWI needs band"):

@@ -141,6 +141,8 @@ class ModelConfig(Strict):
     classes: list[str] = Field(default_factory=lambda: ["other", "wetland"], min_length=2)
     # Spectral indices computed from the bands in the input step (wetmap.inputs), extra channels.
     indices: list[str] = Field(default_factory=list)
+    # The clear mask as one more input channel (1 clear, 0 cloud / shadow / no data).
+    clear_channel: bool = False
 
     @field_validator("indices")
     @classmethod

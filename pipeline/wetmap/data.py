@@ -52,8 +52,8 @@ class ChipSet:
     def ids(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split == name)
 
-    def input_step(self, indices: tuple[str, ...] = ()) -> InputStep:
-        return InputStep(tuple(self.bands), self.mean, self.std, indices)
+    def input_step(self, indices: tuple[str, ...] = (), clear_channel: bool = False) -> InputStep:
+        return InputStep(tuple(self.bands), self.mean, self.std, indices, clear_channel)
 
 
 def band_stats(image: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

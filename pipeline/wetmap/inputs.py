@@ -59,18 +59,30 @@ def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
     return x
 
 
+# The name of the clear-mask channel (1 clear, 0 hidden), after the bands and indices.
+CLEAR = "clear"
+
+
 @dataclass(frozen=True)
 class InputStep:
-    """Bands in `bands` order, normalised by `mean` / `std`, then `indices` appended."""
+    """Bands in `bands` order, normalised by `mean` / `std`, then `indices` appended, then (with
+    `clear_channel`) the clear mask itself, so that the network can tell a hidden pixel from an
+    average one."""
 
     bands: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
     indices: tuple[str, ...] = ()
+    clear_channel: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        """The input channels by name: bands, indices, and `clear`."""
+        return [*self.bands, *self.indices, *([CLEAR] if self.clear_channel else [])]
 
     @property
     def channels(self) -> int:
-        return len(self.bands) + len(self.indices)
+        return len(self.names)
 
     def __call__(self, raw: torch.Tensor, valid: torch.Tensor | None = None, inplace: bool = False) -> torch.Tensor:
         """(…,C,H,W) raw bands and (…,H,W) clear mask -> (…,channels,H,W) float32 network input."""
@@ -83,5 +95,8 @@ class InputStep:
                 # No index where the two bands sum to nothing (dark or negative reflectance).
                 value = torch.where(total > 0, (a - b) / total.clamp_min(1e-6), 0.0).clamp_(-1.0, 1.0)
                 extra.append(value if valid is None else value * valid.to(value.dtype))
+        if self.clear_channel:
+            shape = (*raw.shape[:-3], *raw.shape[-2:])
+            extra.append(torch.ones(shape, device=raw.device) if valid is None else valid.float())
         out = normalize(raw, self.mean, self.std, valid, inplace)
         return torch.cat([out, torch.stack(extra, -3)], -3) if extra else out

@@ -77,6 +77,7 @@ class Bundle:
     versions: dict[str, str] = field(default_factory=dict)
     scene: dict[str, Any] = field(default_factory=dict)   # what it was trained on: sensor, level, convention
     indices: tuple[str, ...] = ()                         # spectral indices the input step adds
+    clear_channel: bool = False                           # the clear mask as an input channel
     chip_size: int | None = None                          # training chips' side: prediction's window
     threshold: float = 0.5                                # binary: P(wetland) above which a pixel is wetland
 
@@ -87,7 +88,7 @@ class Bundle:
     @property
     def inputs(self) -> InputStep:
         """Raw band values (…,bands,H,W) and clear mask to the network's input (wetmap.inputs)."""
-        return InputStep(tuple(self.bands), self.mean, self.std, self.indices)
+        return InputStep(tuple(self.bands), self.mean, self.std, self.indices, self.clear_channel)
 
     @property
     def channels(self) -> int:
@@ -173,7 +174,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     payload = _read_payload(path)
     try:
         cfg = ModelConfig.model_validate({**payload["model"], "weights": None})
-        network = build_network(cfg, len(payload["bands"]) + len(cfg.indices))
+        network = build_network(cfg, len(payload["bands"]) + len(cfg.indices) + cfg.clear_channel)
         network.load_state_dict(payload["state_dict"])
     except (ValueError, KeyError, RuntimeError) as exc:  # pydantic, smp / timm, torch's shape check
         raise WetmapError(f"damaged model bundle: its weights do not fit its model ({first_line(exc)})", path) from None
@@ -182,5 +183,6 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     return Bundle(model=network, bands=info["bands"], classes=info["classes"],
                   mean=payload["mean"].numpy(), std=payload["std"].numpy(), colors=info["colors"],
                   config=payload["config"], metrics=payload["metrics"], versions=payload["versions"],
-                  scene=info["scene"], indices=tuple(cfg.indices), chip_size=info["chip_size"],
+                  scene=info["scene"], indices=tuple(cfg.indices), clear_channel=cfg.clear_channel,
+                  chip_size=info["chip_size"],
                   threshold=info["threshold"])

@@ -62,7 +62,8 @@ def read_weights(path: str | Path, bands: Sequence[str] | None = None, mean: Seq
         raise WetmapError("not a weights file: expected a state dict, a checkpoint or a wetmap bundle", path)
     if str(payload.get("format", "")).startswith("wetmap-bundle"):
         # Its channels: bands, then the indices its input step added (they map by name too).
-        channels = list(payload["bands"]) + list(payload.get("model", {}).get("indices", []))
+        model = payload.get("model", {})
+        channels = [*payload["bands"], *model.get("indices", []), *(["clear"] if model.get("clear_channel") else [])]
         return Pretrained(dict(payload["state_dict"]), channels, payload["mean"].numpy(), payload["std"].numpy(),
                           "wetmap bundle")
     kind = "checkpoint" if isinstance(payload.get("state_dict"), dict) else "state dict"
@@ -129,7 +130,7 @@ def apply_weights(network: nn.Module, pre: Pretrained, channels: Sequence[str], 
             elif canonical(name) is not None:   # a band the file lacks: the mean filter
                 dst[:, i] = src.mean(1)
                 filled.append(name)
-            else:                               # a derived index: starts at no response
+            else:                               # an index or the clear mask: starts at no response
                 dst[:, i] = 0
                 filled.append(name)
         target[first] = dst

@@ -237,19 +237,20 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
              else extract_chips(cfg.data, cfg.seed, cfg.model.classes))
     summary = chip_summary(chips)
     kind = task_kind(len(cfg.model.classes))
-    step = chips.input_step(tuple(cfg.model.indices))
+    step = chips.input_step(tuple(cfg.model.indices), cfg.model.clear_channel)
     m, t = cfg.model, cfg.train
     # Read on resume too: the input step takes the file's own normalisation for the bands it knows.
     pretrained = read_weights(m.weights, m.weights_bands, m.weights_mean, m.weights_std) if m.weights else None
     if pretrained is not None:
-        step = InputStep(step.bands, *input_statistics(pretrained, step.bands, step.mean, step.std), step.indices)
+        step = InputStep(step.bands, *input_statistics(pretrained, step.bands, step.mean, step.std), step.indices,
+                         step.clear_channel)
     task = WetmapTask(**torchgeo_task_args(m, step.channels), lr=t.lr, loss_name=cfg.loss.name,
                       loss_options=cfg.loss.options, masked=cfg.loss.masked, n_classes=len(m.classes),
                       augment=t.augment, jitter=t.jitter, n_bands=len(cfg.data.bands),
                       weight_decay=t.weight_decay, seed=cfg.seed)
     weights_report = None
     if pretrained is not None and not resume:   # a resumed run's weights come from its checkpoint
-        weights_report = apply_weights(task.model, pretrained, [*step.bands, *step.indices], m.weights)
+        weights_report = apply_weights(task.model, pretrained, step.names, m.weights)
         weights_report.update(mean=step.mean.tolist(), std=step.std.tolist())
     accelerator = "gpu" if t.accelerator == "cuda" else t.accelerator
     precision = resolve_precision(t.precision, t.accelerator)
