@@ -34,6 +34,8 @@ import rasterio
 import yaml
 from rasterio.features import rasterize
 
+from wetmap.baseline import apply_threshold, best_threshold, normalized_difference
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"
 WETMAP = [sys.executable, "-m", "wetmap"]
@@ -71,32 +73,17 @@ def ablation(base: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in variants.items() if k != f"augment {current}"}
 
 
-def index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a - b) / np.maximum(a + b, 1e-6)
-
-
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     tp = int(np.count_nonzero(pred & truth))
     denom = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
     return 2 * tp / denom if denom else float("nan")
 
 
-def best_threshold(values: np.ndarray, truth: np.ndarray, steps: int = 512) -> tuple[float, int]:
-    """The threshold and direction (+1: values above are wetland, -1: below) with the best Dice."""
-    best = (-1.0, 0.0, 1)
-    for t in np.unique(np.quantile(values, np.linspace(0.001, 0.999, steps))):
-        for sign in (1, -1):
-            d = dice(values * sign > t * sign, truth)
-            if d > best[0]:
-                best = (d, float(t), sign)
-    return best[1], best[2]
-
-
 def features(image: np.ndarray) -> np.ndarray:
     """(pixels, 9): the six bands (reflectance) and NDWI, MNDWI, NDVI."""
     blue, green, red, nir, swir1, swir2 = image.astype(np.float32) / 10000
-    return np.stack([blue, green, red, nir, swir1, swir2, index(green, nir), index(green, swir1),
-                     index(nir, red)], -1)
+    nd = normalized_difference
+    return np.stack([blue, green, red, nir, swir1, swir2, nd(green, nir), nd(green, swir1), nd(nir, red)], -1)
 
 
 def baselines(case: Path, pred: np.ndarray, seed: int) -> dict[str, float]:
@@ -113,8 +100,8 @@ def baselines(case: Path, pred: np.ndarray, seed: int) -> dict[str, float]:
     truth = labels == 1
     out = {}
     for name, col in (("NDWI", 6), ("MNDWI", 7)):
-        t, sign = best_threshold(x[fit_px][:, col], truth[fit_px])
-        out[name] = dice(x[test_px][:, col] * sign > t * sign, truth[test_px])
+        _, t, sign = best_threshold(x[fit_px][:, col], truth[fit_px], steps=2048)
+        out[name] = dice(apply_threshold(x[test_px][:, col], t, sign), truth[test_px])
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(fit_px.ravel())
     rows = rng.choice(rows, min(len(rows), 200_000), replace=False)

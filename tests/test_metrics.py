@@ -60,3 +60,31 @@ def test_micro_and_macro() -> None:
     assert math.isclose(s["micro"]["dice"], 2 * 15 / (2 * 15 + 5))
     assert math.isclose(s["macro"]["dice"], (1.0 + 10 / 15) / 2)
     assert math.isclose(scores(counts, include_background=False)["macro"]["dice"], 10 / 15)
+
+
+def test_best_threshold_returns_a_threshold_that_gives_its_dice() -> None:
+    """The baseline's threshold, applied by its own rule, reproduces the Dice it reports, in both
+    directions (water high in NDWI, vegetation low)."""
+    import numpy as np
+
+    from wetmap.baseline import apply_threshold, best_threshold
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(5000) < 0.2
+    values = np.where(truth, rng.normal(0.4, 0.2, 5000), rng.normal(-0.2, 0.2, 5000))
+    for sign_in in (1, -1):
+        dice, t, sign = best_threshold(values * sign_in, truth, steps=512)
+        pred = apply_threshold(values * sign_in, t, sign)
+        got = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+        assert sign == sign_in and abs(got - dice) < 1e-9 and dice > 0.8
+
+
+def test_class_labels_use_the_bundle_threshold() -> None:
+    import numpy as np
+
+    from wetmap.mosaic import class_labels
+
+    p = np.array([[[0.2, 0.4, 0.6, 0.8]]], np.float32)
+    ok = np.ones((1, 4), bool)
+    assert class_labels(p, ok).tolist() == [[0, 0, 1, 1]]
+    assert class_labels(p, ok, threshold=0.7).tolist() == [[0, 0, 0, 1]]

@@ -18,24 +18,37 @@ from wetmap.scenes import SceneReader, open_scene, resolve_mask, scene_grid
 from wetmap.tiling import blocks
 
 
-def _index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a - b) / np.maximum(a + b, 1e-6)
 
 
-def best_threshold_dice(values: np.ndarray, truth: np.ndarray, steps: int = 256) -> float:
-    """Best Dice of `values > t` or `values < t` over `steps` quantile thresholds."""
+def best_threshold(values: np.ndarray, truth: np.ndarray, steps: int = 256) -> tuple[float, float, int]:
+    """The best Dice of `values >= t` or `values < t` over `steps` quantile thresholds, with that
+    threshold and its direction (+1: at or above is wetland, -1: below; see `apply_threshold`)."""
     order = np.argsort(values)
     v, g = values[order], truth[order].astype(np.int64)
-    # Positives at or below each cut, so both directions come from one cumulative sum.
+    # Positives below each cut, so both directions come from one cumulative sum.
     below = np.concatenate([[0], np.cumsum(g)])
     total_pos, n = int(g.sum()), len(v)
-    best = 0.0
+    best = (0.0, float(v[0]) if n else 0.0, 1)
     for cut in np.unique(np.linspace(1, n - 1, steps).astype(int)):
         low_tp, high_tp = below[cut], total_pos - below[cut]
-        for tp, predicted in ((low_tp, cut), (high_tp, n - cut)):
+        for tp, predicted, sign in ((low_tp, cut, -1), (high_tp, n - cut, 1)):
             fp, fn = predicted - tp, total_pos - tp
-            best = max(best, class_scores(int(tp), int(fp), int(fn))["dice"])
+            dice = class_scores(int(tp), int(fp), int(fn))["dice"]
+            if dice > best[0]:   # halfway between the two values the cut separates
+                best = (dice, float(v[cut - 1] + v[cut]) / 2, sign)
     return best
+
+
+def apply_threshold(values: np.ndarray, threshold: float, sign: int) -> np.ndarray:
+    """Wetland where `values` are on the wetland side of `threshold` (`best_threshold`'s rule)."""
+    return values >= threshold if sign > 0 else values < threshold
+
+
+def best_threshold_dice(values: np.ndarray, truth: np.ndarray, steps: int = 256) -> float:
+    """Best Dice of `values >= t` or `values < t` over `steps` quantile thresholds."""
+    return best_threshold(values, truth, steps)[0]
 
 
 def best_index_dice(image: str | Path, clouds: str | Path | None, labels: str | Path) -> dict[str, float]:
@@ -58,9 +71,9 @@ def best_index_dice(image: str | Path, clouds: str | Path | None, labels: str | 
             if mask is not None:
                 ok &= mask.valid(window)
             green, red, nir, swir = (band[ok] for band in x)
-            parts["NDVI"].append(_index(nir, red))
-            parts["NDWI"].append(_index(green, nir))
-            parts["MNDWI"].append(_index(green, swir))
+            parts["NDVI"].append(normalized_difference(nir, red))
+            parts["NDWI"].append(normalized_difference(green, nir))
+            parts["MNDWI"].append(normalized_difference(green, swir))
             parts["truth"].append(y[ok] == 1)
         truth.close()
         if mask is not None:
