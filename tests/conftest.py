@@ -4,6 +4,7 @@ and a runner of `wetmap` commands in fresh processes."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,20 @@ from wetmap import config
 from wetmap.sample import SampleFiles, make_sample
 
 SAMPLE_SIZE = 256
+
+
+@pytest.fixture(scope="session", autouse=True)
+def detector_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Detected cloud masks go to a folder of this session (wetmap's commands run in subprocesses
+    too, so through the environment), never to the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("wetmap-cache")
+    before = os.environ.get("WETMAP_CACHE")
+    os.environ["WETMAP_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("WETMAP_CACHE", None)
+    else:
+        os.environ["WETMAP_CACHE"] = before
 
 
 @pytest.fixture(scope="session")

@@ -166,3 +166,19 @@ def test_region_as_bounds_in_another_crs(sample, bundle_path, tmp_path: Path) ->
     assert (classes != 255).any() and (classes == 255).any(), "outside the (reprojected) box is no data"
     report = json.loads((result.run_dir / "report" / "report.json").read_text())
     assert [r["name"] for r in report["regions"]] == ["marshes"]
+
+
+def test_a_job_passes_cloud_choices_on_and_finds_mask_files_beside_scenes(sample, tmp_path: Path) -> None:
+    from wetmap import config
+    from wetmap.jobs import resolve_scenes
+
+    def pairs(clouds: str | None) -> list:
+        cfg = config.build(config.JobConfig, {
+            "name": "j", "region": {"bounds": [0, 0, 1, 1], "crs": "EPSG:4326"}, "model": "m.pt",
+            "output_root": str(tmp_path), "scenes": {"images": [str(sample.scene_a)], "clouds": clouds}})
+        return resolve_scenes(cfg, tmp_path / "job.yaml")
+
+    for choice in ("auto", "detect", "none"):
+        assert pairs(choice) == [(str(sample.scene_a), choice)]
+    assert pairs(None) == [(str(sample.scene_a), None)]
+    assert pairs("{stem}_scl.tif") == [(str(sample.scene_a), str(sample.scene_a_scl))]

@@ -263,13 +263,14 @@ def test_an_unwritable_place_is_one_line(command, sample, bundle_path, tmp_path,
     place = _unwritable(tmp_path) / "new" / "folder"
     args = {
         "sample": ["sample", place, "--size", "128"],
-        "tile": ["tile", "--image", sample.scene_a, "--labels", sample.labels, "--size", "64", "-o", place],
+        "tile": ["tile", "--image", sample.scene_a, "--labels", sample.labels, "--clouds", "none", "--size", "64",
+                 "-o", place],
         "train": ["train", "--config", tmp_path / "t.yaml", "-o", place],
         "predict": ["predict", bundle_path, sample.scene_a, "-o", place / "out.tif"],
         "evaluate": ["evaluate", sample.labels, sample.labels, "--regions", sample.regions, "-o", place],
     }[command]
-    (tmp_path / "t.yaml").write_text(f"data: {{image: {sample.scene_a}, labels: {sample.labels}, chip_size: 64, "
-                                     "split_block: 1}\ntrain: {epochs: 1}\n")
+    (tmp_path / "t.yaml").write_text(f"data: {{image: {sample.scene_a}, labels: {sample.labels}, clouds: none, "
+                                     "chip_size: 64, split_block: 1}\ntrain: {epochs: 1}\n")
     assert run_cli(args, monkeypatch) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "could not be written: not writable" in err, err

@@ -99,7 +99,7 @@ def test_no_seams_with_a_pointwise_model(tmp_path: Path) -> None:
     bundle = Bundle(net.eval(), ["B02", "B03", "B04", "B08", "B11", "B12"], ["other", "wetland"],
                     np.full(6, 1000.0), np.full(6, 100.0), {1: (31, 138, 112, 255)})
     out = tmp_path / "flat_pred.tif"
-    predict_scene(bundle, image, out, cfg=PredictConfig(tile_size=64, overlap=16, batch_size=5),
+    predict_scene(bundle, image, out, clouds="none", cfg=PredictConfig(tile_size=64, overlap=16, batch_size=5),
                   probabilities=True)
     with rasterio.open(out.with_name("flat_pred_probability.tif")) as src:
         prob = src.read(1)

@@ -76,7 +76,8 @@ def test_two_scene_mosaic_takes_the_clear_scene_and_blends_by_confidence(tmp_pat
 def test_output_crs_and_resolution(tmp_path: Path) -> None:
     x_img, _ = scene(tmp_path, "x", 600_000, np.full((90, 200), 1500), (0, 0))
     out = tmp_path / "laea.tif"
-    predict_mosaic(pointwise_bundle(), [x_img], out, cfg=CFG, crs=CRS.from_epsg(3035), resolution=20.0)
+    predict_mosaic(pointwise_bundle(), [x_img], out, clouds=["none"], cfg=CFG, crs=CRS.from_epsg(3035),
+                   resolution=20.0)
     with rasterio.open(out) as src:
         assert src.crs == CRS.from_epsg(3035) and src.res == (20.0, 20.0)
         assert src.transform.c % 20 == 0 and src.transform.f % 20 == 0, "aligned to whole pixels"
@@ -90,7 +91,7 @@ def test_vectorize_writes_wetland_polygons_with_areas(tmp_path: Path) -> None:
     b02[70:73, 90:93] = 1800        # 9 px = 0.09 ha, below --min-area
     img, _ = scene(tmp_path, "v", 600_000, b02, (0, 0))
     out = tmp_path / "v_pred.tif"
-    result = predict_mosaic(pointwise_bundle(), [img], out, cfg=CFG, vectorize=True, min_area_ha=0.5)
+    result = predict_mosaic(pointwise_bundle(), [img], out, clouds=["none"], cfg=CFG, vectorize=True, min_area_ha=0.5)
     polygons = gpd.read_file(result.vectors)
     assert list(polygons["area_ha"]) == [pytest.approx(6.0)]
     assert polygons.crs == UTM and polygons.geometry.iloc[0].bounds == (600_200, 5_899_600, 600_400, 5_899_900)
@@ -121,7 +122,7 @@ def test_failed_run_leaves_no_output(tmp_path: Path) -> None:
     bundle.model.to = lambda *a, **k: bundle.model  # type: ignore[attr-defined]
     bundle.model.eval = lambda: bundle.model  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="killed"):
-        predict_mosaic(bundle, [img], tmp_path / "out" / "p.tif", cfg=CFG, probabilities=True)
+        predict_mosaic(bundle, [img], tmp_path / "out" / "p.tif", clouds=["none"], cfg=CFG, probabilities=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
 
 
@@ -171,7 +172,7 @@ def test_worker_reloads_a_bundle_retrained_at_the_same_path(bundle_path: Path, s
     torch.save(payload, path)
     with rasterio.open(sample.scene_a) as src:
         grid = Grid.of(src)
-    scenes, cfg = [Scene.open(sample.scene_a)], PredictConfig(tile_size=64, overlap=16, device="cpu")
+    scenes, cfg = [Scene.open(sample.scene_a, sample.scene_a_scl)], PredictConfig(tile_size=64, overlap=16, device="cpu")
     rows = TileGrid(grid.width, grid.height, 64, 16).shape[0]
     _, first, _ = predict_part(str(path), scenes, grid, cfg, 0, rows)
     payload["state_dict"] = {k: torch.zeros_like(v) if v.is_floating_point() else v

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from wetmap.cloud import CloudMask
+from wetmap.config import CloudConfig
+from wetmap.detection import ready_mask
 from wetmap.io.vector import open_labels
 from wetmap.metrics import class_scores
 from wetmap.scenes import SceneReader, open_scene, resolve_mask, scene_grid
@@ -59,7 +61,7 @@ def best_index_dice(image: str | Path, clouds: str | Path | None, labels: str | 
     spec = open_scene(image)
     bands = spec.select(["B03", "B04", "B08", "B11"])
     grid = scene_grid(bands)
-    mask_source = resolve_mask(spec, str(clouds) if clouds else None)
+    mask_source = ready_mask(spec, resolve_mask(spec, str(clouds) if clouds else None), CloudConfig())
     with SceneReader(bands, grid) as reader:
         truth = open_labels(labels, grid, image_name=spec.source)
         mask = CloudMask(mask_source.path, grid, kind=mask_source.kind) if mask_source else None

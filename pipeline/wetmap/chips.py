@@ -20,7 +20,7 @@ import shutil
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,14 @@ class ChipInputs:
     def cloud(self) -> CloudConfig:
         return CloudConfig(scl_invalid=list(self.scl_invalid), dilate=self.dilate)
 
+    def ready(self, cloud: CloudConfig) -> ChipInputs:
+        """These inputs with their cloud mask detected, if it is to be (`wetmap.detection`)."""
+        if self.mask is None or not self.mask.pending:
+            return self
+        from wetmap.detection import ready_mask
+
+        return replace(self, mask=ready_mask(self.scene, self.mask, cloud))
+
     def describe(self) -> dict[str, Any]:
         """The inputs as chips.json records them."""
         selected = self.scene.select(self.bands)
@@ -117,8 +125,10 @@ class ChipReader:
             name = inputs.scene.source
             self.labels = open_labels(inputs.labels, self.grid, image_name=name, unknown=LABEL_UNKNOWN,
                                       codes=inputs.codes)
+            # A mask still to be detected is not read: this reader only checks the inputs (see `ready`).
             self.clouds = (CloudMask(inputs.mask.path, self.grid, inputs.cloud, kind=inputs.mask.kind, image_name=name)
-                           if inputs.mask else None)
+                           if inputs.mask and not inputs.mask.pending else None)
+            self.pending = bool(inputs.mask and inputs.mask.pending)
         except BaseException:
             self.scene.close()
             raise
@@ -127,6 +137,8 @@ class ChipReader:
                   clear: np.ndarray) -> ChipCounts:
         """Read `window` into (C,h,w), (h,w), (h,w) and (h,w) arrays (views into a batch are
         fine: the image is decoded straight into them), masked by `mask_chip`."""
+        if self.pending:
+            raise RuntimeError("the cloud mask is still to be detected: read from ChipInputs.ready()")
         ok = self.scene.read_into(window, raw)
         label[...] = self.labels.read(window)
         labelled = int(np.count_nonzero(label != LABEL_UNKNOWN))
@@ -393,6 +405,7 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
                            LabelCodes.of(cfg.classes, cfg.label_values))
     with ChipReader(inputs) as reader:  # validates every input here, before any work is sent out
         grid, dtype, n_bands = reader.grid, reader.dtype, reader.n_bands
+    inputs = inputs.ready(cfg.cloud)
     tiles = TileGrid(grid.width, grid.height, cfg.size, cfg.overlap)
     if cfg.split.regions is not None:
         splits, region_values = split_by_regions(tiles, grid, cfg.split.regions, cfg.split.region_field,

@@ -71,8 +71,12 @@ def _scale_options(fn):
 
 SCENE_HELP = ("A scene: GeoTIFF / COG / VRT, Sentinel-2 SAFE folder or .zip, Landsat C2 folder or MTL, "
               "STAC item (file or URL), folder of band files; local, s3:// or https://.")
-CLOUDS_HELP = ("Cloud mask: Sentinel-2 SCL, Landsat QA_PIXEL or 0/1 raster; 'none' for no mask "
-               "(default: the product's own SCL / QA_PIXEL, if it has one).")
+CLOUDS_HELP = ("Cloud mask: 'auto' (the default: the product's own SCL / QA_PIXEL, else the cloud detector), "
+               "'detect' (the detector even where the product has a mask), 'none', or a mask file "
+               "(SCL, QA_PIXEL, 0/1 raster, or a `wetmap clouds` map).")
+level_option = click.option("--level", type=click.Choice(["L1C", "L2A"]),
+                            help="Processing level for the cloud detector where the scene does not say "
+                                 "(a plain GeoTIFF): top of atmosphere (L1C) or surface reflectance (L2A).")
 bands_option = click.option("--bands", "band_names", metavar="B02,B03,...",
                             help="Name a stacked raster's bands, in order (for files without band descriptions).")
 
@@ -96,6 +100,7 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--image", help=SCENE_HELP)
 @click.option("--labels", help="Label raster (any grid / CRS) or wetland polygons.")
 @click.option("--clouds", help=CLOUDS_HELP)
+@level_option
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Chip store folder.")
 @click.option("--size", type=int, help="Chip size in pixels (default 256).")
 @click.option("--overlap", type=int, help="Overlap between neighbouring chips in pixels (default 32).")
@@ -111,7 +116,7 @@ def _names(text: str | None) -> list[str] | None:
 @label_map_option
 @_scale_options
 @overrides_option
-def tile(image: str | None, labels: str | None, clouds: str | None, output: Path, size: int | None,
+def tile(image: str | None, labels: str | None, clouds: str | None, level: str | None, output: Path, size: int | None,
          overlap: int | None, min_valid: float | None, split_regions: Path | None, compress: bool | None,
          unlabelled: bool | None, config_path: Path | None, overwrite: bool, band_names: str | None, label_map: str | None,
          workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
@@ -124,6 +129,8 @@ def tile(image: str | None, labels: str | None, clouds: str | None, output: Path
             extra[key] = str(value) if isinstance(value, Path) else value
     if split_regions is not None:
         extra.setdefault("split", {})["regions"] = str(split_regions)
+    if level is not None:
+        extra["cloud"] = {"level": level}
     cfg = config.load(config.TileConfig, config_path, extra, overrides)
     from wetmap.chips import build_chip_store
     from wetmap.cluster import dask_client
@@ -167,6 +174,7 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
         console.print(f"pretrained on {pre['chips']} chips (labelled or not) for {pre['epochs']} epochs in "
                       f"{pre['seconds']:.0f} s: reconstruction loss {pre['loss_first_epoch']:.3f} -> "
                       f"{pre['loss_last_epoch']:.3f}")
+    console.print(f"clouds: {result['clouds']}")
     console.print(f"validation Dice (wetland, clear pixels): {result['val_dice']:.3f} at P(wetland) > "
                   f"{result['threshold']:g}")
     console.print(f"model bundle: {result['bundle']}")
@@ -177,8 +185,9 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @click.argument("images", metavar="SCENE...", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Class raster (.tif, COG).")
 @click.option("--clouds", multiple=True,
-              help="Cloud mask per SCENE, in the same order: SCL, QA_PIXEL or 0/1 raster, 'none', or 'auto' "
-                   "(the product's own; the default when --clouds is not given).")
+              help="Cloud mask per SCENE, in the same order: 'auto' (the default: the product's own, else the "
+                   "detector's), 'detect', 'none', or a mask file (SCL, QA_PIXEL, 0/1, a `wetmap clouds` map).")
+@level_option
 @click.option("--probabilities", is_flag=True, help="Also write OUT_probability.tif (uint8 percent, 255 = no data).")
 @click.option("--vectorize", is_flag=True, help="Also write wetland polygons with their area to OUT.gpkg.")
 @click.option("--min-area", "min_area", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -196,7 +205,8 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @bands_option
 @_scale_options
 @overrides_option
-def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tuple[str, ...], probabilities: bool,
+def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tuple[str, ...], level: str | None,
+            probabilities: bool,
             vectorize: bool, min_area: float, crs: str | None, resolution: float | None, device: str | None,
             tile_size: int | None, overlap: int | None, tta: str | None, config_path: Path | None, overwrite: bool,
             force: bool,
@@ -210,6 +220,8 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tu
     for key, value in (("device", device), ("tile_size", tile_size), ("overlap", overlap), ("tta", tta)):
         if value is not None:
             extra[key] = value
+    if level is not None:
+        extra["cloud"] = {"level": level}
     cfg = config.load(config.PredictConfig, config_path, extra, overrides)
     from wetmap.cluster import dask_client
     from wetmap.io.raster import parse_crs
@@ -234,6 +246,36 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tu
             console.print(f"{label}: {path}")
 
 
+@cli.command()
+@click.argument("image", metavar="SCENE")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Cloud map (.tif, COG) with a .qml beside it.")
+@click.option("--clouds", default="auto", show_default=True, help=CLOUDS_HELP)
+@level_option
+@click.option("--dilate", type=click.IntRange(0, 64), help="Grow masked pixels by N pixels, as the other stages would.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the detector runs (default auto).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing map.")
+@bands_option
+@overrides_option
+def clouds(image: str, output: Path, clouds: str, level: str | None, dilate: int | None, device: str | None,
+           overwrite: bool, band_names: str | None, overrides: tuple[str, ...]) -> None:
+    """Write the cloud mask SCENE would be read with (clear, cloud, shadow, grown, no data), to look at in QGIS.
+
+    The map is a mask file too: `--clouds MAP.tif` uses it in tile, train, predict and evaluate.
+    """
+    extra = {k: v for k, v in (("level", level), ("dilate", dilate), ("device", device)) if v is not None}
+    cfg = config.load(config.CloudConfig, None, extra, overrides)
+    from wetmap.cloudmap import write_cloud_map
+
+    result = write_cloud_map(image, output, clouds=clouds, cloud=cfg, band_names=_names(band_names),
+                             overwrite=overwrite)
+    console.print(f"scene: {result.scene.source} ({', '.join(x for x in (result.scene.form, result.scene.level) if x)})")
+    console.print(f"clouds: {result.mask.describe()}")
+    console.print(", ".join(f"{name} {share:.1%}" for name, share in result.fractions.items()) +
+                  f" of {result.pixels:,} pixels")
+    console.print(f"map: {result.path} (style {result.path.with_suffix('.qml')})")
+
+
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
@@ -243,7 +285,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 @click.argument("truth", type=click.Path(path_type=Path))
 @click.option("--regions", required=True, type=click.Path(path_type=Path), help="Vector file of regions (any CRS).")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
-@click.option("--clouds", type=click.Path(path_type=Path), help="Extra cloud mask: these pixels are not scored.")
+@click.option("--clouds", type=click.Path(path_type=Path),
+              help="Extra cloud mask (SCL, QA_PIXEL, 0/1, or a `wetmap clouds` map): these pixels are not scored.")
 @click.option("--region-field", help="Attribute holding the region name (default: name, region or id).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Evaluation YAML (see configs/evaluate.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")

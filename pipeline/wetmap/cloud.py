@@ -2,8 +2,12 @@
 
 A pixel is invalid when it is no data in any band (the band nodata value, or NaN), or cloud,
 cloud shadow or cirrus by the scene's mask: a Sentinel-2 SCL band, a Landsat QA_PIXEL band (bit
-flags) or a generic 0/1 mask raster (1 = cloud). Clouds can be grown by N pixels, read with a
-halo so a window's mask is the same however the scene is cut into windows.
+flags), a generic 0/1 mask raster (1 = cloud) or a "cloud classes" raster (`CLASSES`: what the
+detector and `wetmap clouds` write). Clouds can be grown by N pixels, read with a halo so a
+window's mask is the same however the scene is cut into windows.
+
+`CloudMask.classes` says why a pixel is masked, in the same classes for every kind of mask, so an
+analyst can look at the mask wetmap will use before trusting it; `valid` is `classes == CLEAR`.
 """
 
 from __future__ import annotations
@@ -19,9 +23,19 @@ from scipy import ndimage
 from wetmap.config import DEFAULT_SCL_INVALID, CloudConfig
 from wetmap.io.raster import Grid, StripReader, aligned, open_raster, read_padded, read_window
 
-MaskKind = Literal["scl", "qa_pixel", "mask"]
+MaskKind = Literal["scl", "qa_pixel", "mask", "classes"]
 # Landsat Collection 2 QA_PIXEL bits: fill, dilated cloud, cirrus, cloud, cloud shadow.
 QA_PIXEL_INVALID_BITS = (0, 1, 2, 3, 4)
+QA_PIXEL_FILL, QA_PIXEL_SHADOW = 0, 4
+
+# Cloud classes: why a pixel is not used. "grown" is clear but within `cloud.dilate` of a mask.
+CLEAR, CLOUD, SHADOW, GROWN, NO_DATA = 0, 1, 2, 3, 255
+CLASS_NAMES = {CLEAR: "clear", CLOUD: "cloud", SHADOW: "shadow", GROWN: "grown", NO_DATA: "no data"}
+CLASS_COLORS = {CLEAR: (0, 0, 0, 0), CLOUD: (240, 240, 255, 255), SHADOW: (110, 60, 160, 255),
+                GROWN: (250, 200, 60, 255), NO_DATA: (0, 0, 0, 0)}
+CLASSES_DESCRIPTION = "cloud classes"
+# SCL values with a class of their own among the masked ones (the rest read as cloud).
+SCL_SHADOW, SCL_NO_DATA = (3,), (0, 1)
 
 
 def scl_valid(scl: np.ndarray, invalid: Sequence[int] = DEFAULT_SCL_INVALID) -> np.ndarray:
@@ -55,8 +69,30 @@ def nodata_valid(bands: np.ndarray, nodata: float | None) -> np.ndarray:
     return ~bad
 
 
+def raw_classes(raw: np.ndarray, kind: MaskKind, scl_invalid: Sequence[int] = DEFAULT_SCL_INVALID) -> np.ndarray:
+    """Any mask's raw values to cloud classes (before growing)."""
+    if kind == "classes":
+        return raw.astype(np.uint8)
+    out = np.full(raw.shape, CLEAR, np.uint8)
+    if kind == "scl":
+        out[~scl_valid(raw, scl_invalid)] = CLOUD
+        out[np.isin(raw, [c for c in SCL_SHADOW if c in scl_invalid])] = SHADOW
+        out[np.isin(raw, [c for c in SCL_NO_DATA if c in scl_invalid])] = NO_DATA
+    elif kind == "qa_pixel":
+        qa = raw.astype(np.uint64)
+        out[(qa & np.uint64(1 << QA_PIXEL_SHADOW)) != 0] = SHADOW
+        out[(qa & np.uint64(0b1110)) != 0] = CLOUD
+        out[(qa & np.uint64(1 << QA_PIXEL_FILL)) != 0] = NO_DATA
+    else:
+        out[raw != 0] = CLOUD
+    return out
+
+
 def guess_kind(path: str | Path, description: str | None) -> MaskKind:
-    """SCL or QA_PIXEL by band description or file name; anything else is a 0/1 mask."""
+    """SCL or QA_PIXEL by band description or file name, cloud classes by description; anything
+    else is a 0/1 mask."""
+    if (description or "").strip().lower() == CLASSES_DESCRIPTION:
+        return "classes"
     text = f"{description or ''} {Path(path).name}".upper()
     if "SCL" in text:
         return "scl"
@@ -81,27 +117,43 @@ class CloudMask:
         self._src = open_raster(self.path)
         self.kind = kind or guess_kind(self.path, self._src.descriptions[0])
         # Image pixels the mask does not cover are unknown: SCL no data / QA fill / cloud.
-        unknown = {"scl": 0, "qa_pixel": 1, "mask": 1}[self.kind]
+        unknown = {"scl": 0, "qa_pixel": 1, "mask": 1, "classes": NO_DATA}[self.kind]
         self._view = aligned(self._src, grid, nodata=unknown, name=self.path, other=image_name)
         # Beyond the image edge there is nothing to mask: pad clear, so clouds grow, not the border.
-        self._clear = {"scl": 4, "qa_pixel": 0, "mask": 0}[self.kind]
+        self._clear = {"scl": 4, "qa_pixel": 0, "mask": 0, "classes": CLEAR}[self.kind]
         self._strips = StripReader(self._view, [1]) if self._view is not self._src else None
 
     def valid(self, window: Window) -> np.ndarray:
         """(h,w) bool for `window` of the image grid, with clouds grown by `dilate` pixels."""
         d = self.config.dilate
-        padded = Window(window.col_off - d, window.row_off - d, window.width + 2 * d, window.height + 2 * d)
-        raw = self._read(padded)
+        raw = self._read(self._padded(window))
         if self.kind == "scl":
             ok = scl_valid(raw, self.config.scl_invalid)
         elif self.kind == "qa_pixel":
             ok = qa_pixel_valid(raw)
         else:
             ok = mask_valid(raw)
-        if d:
-            ok = ~ndimage.binary_dilation(~ok, structure=np.ones((3, 3), bool), iterations=d)
-            ok = ok[d:d + int(window.height), d:d + int(window.width)]
-        return ok
+        return self._grown(ok, window) if d else ok
+
+    def classes(self, window: Window) -> np.ndarray:
+        """(h,w) uint8 cloud classes for `window`: why each pixel is masked (`CLASS_NAMES`)."""
+        d = self.config.dilate
+        classes = raw_classes(self._read(self._padded(window)), self.kind, self.config.scl_invalid)
+        if not d:
+            return classes
+        inner = classes[d:d + int(window.height), d:d + int(window.width)].copy()
+        inner[(inner == CLEAR) & ~self._grown(classes == CLEAR, window)] = GROWN
+        return inner
+
+    def _padded(self, window: Window) -> Window:
+        d = self.config.dilate
+        return Window(window.col_off - d, window.row_off - d, window.width + 2 * d, window.height + 2 * d)
+
+    def _grown(self, ok: np.ndarray, window: Window) -> np.ndarray:
+        """A padded valid mask with every masked pixel grown by `dilate`, cut to `window`."""
+        d = self.config.dilate
+        ok = ~ndimage.binary_dilation(~ok, structure=np.ones((3, 3), bool), iterations=d)
+        return ok[d:d + int(window.height), d:d + int(window.width)]
 
     def _read(self, window: Window) -> np.ndarray:
         """(h,w) raw mask values; parts past the raster edge read as clear."""

@@ -39,10 +39,16 @@ def physical_bands(names: list[str]) -> list[str]:
 
 
 class CloudConfig(Strict):
-    """Which scene-classification values make a pixel unusable, and how far to grow clouds."""
+    """Which scene-classification values make a pixel unusable, how far to grow clouds, and how
+    the detector runs on scenes without a mask (see wetmap.detection)."""
 
     scl_invalid: list[int] = Field(default_factory=lambda: list(DEFAULT_SCL_INVALID))
     dilate: int = Field(0, ge=0, le=64)
+    # The processing level when the scene does not say (a plain GeoTIFF): picks the detector's model.
+    level: Literal["auto", "L1C", "L2A"] = "auto"
+    detect_resolution: float = Field(30.0, gt=0)   # metres; ukis-csmask was trained at about 30 m
+    detect_overlap: int = Field(32, ge=0, le=128)  # detector pixels shared by neighbouring tiles
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 # DataConfig settings of on-the-fly chips, which a chip store fixed when it was cut.
@@ -53,8 +59,8 @@ ON_THE_FLY_KEYS = ("image", "labels", "clouds", "band_names", "label_values", "c
 class DataConfig(Strict):
     """Either a chip store of `wetmap tile` (`chips`), or a scene cut into chips on the fly.
 
-    `image` is any scene form (see wetmap.scenes); `clouds` a mask file, "none", or unset for the
-    product's own mask; `band_names` names a stacked raster's bands in order when it has no
+    `image` is any scene form (see wetmap.scenes); `clouds` a mask file, "none", "detect", or unset
+    ("auto") for the product's own mask, else the cloud detector's; `band_names` names a stacked raster's bands in order when it has no
     descriptions; `bands` are the bands the model uses.
     """
 
@@ -100,7 +106,7 @@ class TileConfig(Strict):
 
     image: str                          # any scene form (see wetmap.scenes)
     labels: str
-    clouds: str | None = None           # a mask file, "none", or unset: the product's own mask
+    clouds: str | None = None           # a mask file, "none", "detect", or unset / "auto": the product's own, else detected
     band_names: list[str] | None = None  # a stacked raster's bands, in order, if it has no descriptions
     classes: list[str] = Field(default_factory=lambda: ["other", "wetland"], min_length=2)
     label_values: dict[str, list[float]] | None = None   # label codes -> classes (wetmap.labels)
@@ -294,7 +300,9 @@ class ScenesSpec(Strict):
     """Input scenes: paths or glob patterns (sorted), and where each scene's cloud mask is."""
 
     images: list[str] = Field(min_length=1)
-    clouds: str | None = None   # beside each image, from its name: "{stem}_scl.tif"; unset: the product's own
+    # beside each image, from its name: "{stem}_scl.tif"; "detect", "none"; unset / "auto": the
+    # product's own mask, else the cloud detector's
+    clouds: str | None = None
     band_names: list[str] | None = None   # stacked rasters' bands, in order, if they have no descriptions
 
 

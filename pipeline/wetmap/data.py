@@ -44,7 +44,7 @@ class ChipSet:
     bands: list[str]
     mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     std: np.ndarray = field(default_factory=lambda: np.ones(0))
-    summary: dict[str, float | int] = field(default_factory=dict)
+    summary: dict[str, float | int | str] = field(default_factory=dict)
     scene: dict[str, Any] = field(default_factory=dict)   # what the chips were cut from (SceneSpec.describe)
     wetland: np.ndarray = field(default_factory=lambda: np.zeros(0))   # per position: wetland share of valid px
     stored: np.ndarray = field(default_factory=lambda: np.zeros(0, int))   # positions with an image, labelled or not
@@ -73,6 +73,9 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
     images, labs, valids, clears, splits = [], [], [], [], []
     inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names,
                            LabelCodes.of(classes, cfg.label_values))
+    with ChipReader(inputs):   # checks every input before clouds are detected
+        pass
+    inputs = inputs.ready(cfg.cloud)
     with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
         tiles = TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size)
         # The same block split as `wetmap tile`: blocks of split_block x split_block chips.
@@ -97,7 +100,8 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
     mean, std = band_stats(image[train], clear[train])
     used = np.isin(split, ("train", "val"))
     wet = ((label == 1) & valid)[used].sum()
-    summary = {"valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum()))}
+    summary = {"valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum())),
+               "clouds": inputs.mask.describe() if inputs.mask else "none"}
     wetland = ((label == 1) & valid).mean((1, 2)) / np.maximum(valid.mean((1, 2)), 1e-12)
     return ChipSet(image, label, valid, clear, split, list(cfg.bands), mean, std, summary, inputs.scene.describe(),
                    wetland, np.flatnonzero(np.isin(split, ("train", "val", "test"))))
@@ -117,7 +121,8 @@ def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:
         raise WetmapError("chip store needs kept chips in both the train and the val split", path)
     weights = used["valid_fraction"].to_numpy()
     summary = {"valid_fraction": float(weights.mean()),
-               "wetland_fraction": float((used["wetland_fraction"] * weights).sum() / max(weights.sum(), 1e-12))}
+               "wetland_fraction": float((used["wetland_fraction"] * weights).sum() / max(weights.sum(), 1e-12)),
+               "clouds": store.meta.get("inputs", {}).get("clouds") or "none"}
     stats = store.meta["stats"]
     wetland = np.zeros(store.image.shape[0])
     wetland[kept["chip"].to_numpy()] = kept["wetland_fraction"].to_numpy()
@@ -211,6 +216,6 @@ class ChipDataModule(L.LightningDataModule):
         return self._loader("val", False)
 
 
-def chip_summary(chips: ChipSet) -> dict[str, float | int]:
+def chip_summary(chips: ChipSet) -> dict[str, float | int | str]:
     """Counts a user wants to see before training: chips per split, wetland share of valid pixels."""
     return {"chips_train": len(chips.ids("train")), "chips_val": len(chips.ids("val")), **chips.summary}

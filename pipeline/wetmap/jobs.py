@@ -81,7 +81,8 @@ def resolve_scenes(cfg: JobConfig, source: Path) -> list[tuple[str, str | None]]
     """(scene, cloud mask) pairs from the paths / globs of the job, sorted, each checked to exist.
 
     A scene is any form wetmap reads (a raster, a SAFE, a Landsat folder, a STAC item, remote
-    paths); without `scenes.clouds` each scene brings its own mask, if it has one.
+    paths); without `scenes.clouds` (or with "auto") each scene brings its own mask, or the cloud
+    detector makes one; "detect" and "none" are passed on as they are.
     """
     images: list[str] = []
     for pattern in cfg.scenes.images:
@@ -96,8 +97,8 @@ def resolve_scenes(cfg: JobConfig, source: Path) -> list[tuple[str, str | None]]
     for image in images:
         if not is_remote(image) and not Path(image).exists():
             raise WetmapError("scene not found", image)
-        clouds = None
-        if cfg.scenes.clouds:
+        clouds = cfg.scenes.clouds if cfg.scenes.clouds in ("auto", "detect", "none") else None
+        if cfg.scenes.clouds and clouds is None:
             local = Path(image)
             clouds = str(local.with_name(cfg.scenes.clouds.format(stem=local.stem, name=local.name)))
             if not is_remote(clouds) and not Path(clouds).exists():

@@ -18,7 +18,7 @@ import itertools
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,13 +146,22 @@ class Scene:
     @classmethod
     def open(cls, image: str | Path, clouds: str | Path | None = None,
              band_names: Sequence[str] | None = None) -> Scene:
-        """`image`: any scene form; `clouds`: a mask file, "none", or None for the product's own."""
+        """`image`: any scene form; `clouds`: a mask file, "none", "detect", or None / "auto" for
+        the product's own mask, else the detector's (pending until `ready`)."""
         spec = open_scene(image, band_names)
         return cls(spec, resolve_mask(spec, str(clouds) if clouds else None))
 
     @property
     def name(self) -> str:
         return self.spec.source.rstrip("/").rsplit("/", 1)[-1]
+
+    def ready(self, cloud: CloudConfig) -> Scene:
+        """The scene with its cloud mask detected, if it is to be (`wetmap.detection`)."""
+        if self.mask is None or not self.mask.pending:
+            return self
+        from wetmap.detection import ready_mask
+
+        return replace(self, mask=ready_mask(self.spec, self.mask, cloud))
 
 
 class SceneStack:
@@ -168,6 +177,8 @@ class SceneStack:
         self.layers: list[tuple[SceneReader, CloudMask | None]] = []
         try:
             for scene in scenes:
+                if scene.mask is not None and scene.mask.pending:
+                    raise RuntimeError(f"{scene.name}: its cloud mask is still to be detected (Scene.ready)")
                 reader = SceneReader(scene.spec.select(bands), grid, strips=True)
                 self._open.append(reader)
                 mask = (CloudMask(scene.mask.path, grid, cloud, kind=scene.mask.kind, image_name=scene.spec.source)
@@ -308,7 +319,8 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
                    force: bool = False) -> PredictResult:
     """Predict one or several scenes into one class COG (optionally a probability COG and wetland
     polygons), each beside a QGIS style. `images` are scenes in any form (wetmap.scenes);
-    `clouds` gives per image a mask file, "none", or None for the product's own mask;
+    `clouds` gives per image a mask file, "none", "detect", or None / "auto" for the product's own
+    mask, else the detector's;
     `band_names` names stacked rasters' bands in order. With a `region` (polygons in any CRS),
     the map covers its box and pixels outside it are no data.
 
@@ -359,7 +371,9 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
     device = resolve_device(cfg.device)
     info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
     cfg = cfg.windows_for(info["chip_size"])
-    notes = check_scenes(scenes, info, force)
+    check_scenes(scenes, info, force)
+    scenes[:] = [scene.ready(cfg.cloud) for scene in scenes]   # inputs checked: detect clouds where asked
+    notes = scene_lines(scenes)
     clip = (region.crs, tuple(region.total_bounds)) if region is not None else None
     grid = mosaic_grid([scene_grid(s.spec.select(info["bands"])) for s in scenes], crs, resolution, clip)
     inside = region.to_crs(grid.crs).union_all() if region is not None else None
@@ -440,10 +454,9 @@ def refuse_inputs_as_outputs(scenes: Sequence[Scene], bundle: Bundle | str | Pat
             raise WetmapError("this output is also an input of the run; choose another output name", path)
 
 
-def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], force: bool) -> list[str]:
+def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], force: bool) -> None:
     """Warn of a processing level other than the model's; refuse values far outside its training
-    statistics (unless `force`). Returns one line per scene saying how it is read."""
-    lines = []
+    statistics (unless `force`)."""
     for scene in scenes:
         bands = scene.spec.select(info["bands"])
         warning = level_mismatch(info.get("scene", {}), scene.spec)
@@ -453,6 +466,12 @@ def check_scenes(scenes: Sequence[Scene], info: dict[str, Any], force: bool) -> 
             warnings.warn(f"{scene.spec.source}: {line}", WetmapWarning, stacklevel=3)
         if not force:
             check_range(scene.spec, bands, info["bands"], info["mean"], info["std"])
+
+
+def scene_lines(scenes: Sequence[Scene]) -> list[str]:
+    """One line per scene saying how it is read: form, level, cloud mask, rescaling."""
+    lines = []
+    for scene in scenes:
         spec = scene.spec
         what = ", ".join(x for x in (spec.form, spec.level) if x)
         lines.append(f"{scene.name} ({what}): clouds {scene.mask.describe() if scene.mask else 'none'}"

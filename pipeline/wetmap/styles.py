@@ -18,12 +18,14 @@ def _hex(rgba: tuple[int, ...]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgba[:3])
 
 
-def paletted_qml(names: list[str], colors: dict[int, tuple[int, ...]], nodata: int = 255) -> str:
-    """A QGIS raster style: paletted renderer with one labelled entry per class."""
+def paletted_qml(names: list[str] | dict[int, str], colors: dict[int, tuple[int, ...]], nodata: int = 255) -> str:
+    """A QGIS raster style: paletted renderer with one labelled entry per class (`names` by value,
+    or a list for values 0, 1, ...); a colour's fourth component is its alpha."""
+    by_value = names if isinstance(names, dict) else dict(enumerate(names))
     entries = "\n".join(
         f'        <paletteEntry value="{value}" color="{_hex(colors.get(value, (128, 128, 128)))}" '
-        f'alpha="255" label={quoteattr(name)}/>'
-        for value, name in enumerate(names)
+        f'alpha="{(colors.get(value, (0, 0, 0, 255)) + (255,))[3]}" label={quoteattr(name)}/>'
+        for value, name in by_value.items() if value != nodata
     )
     return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.34" styleCategories="AllStyleCategories">

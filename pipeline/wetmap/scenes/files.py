@@ -32,6 +32,7 @@ def read_raster(source: str, band_names: Sequence[str] | None = None) -> SceneSp
     with open_raster(source) as src:
         count, descriptions = src.count, list(src.descriptions)
         scales, offsets = list(src.scales), list(src.offsets)
+        level = tagged_level(src.tags())
     if band_names is not None:
         if len(band_names) != count:
             raise WetmapError(f"--bands names {len(band_names)} bands, the file has {count}", source)
@@ -50,7 +51,18 @@ def read_raster(source: str, band_names: Sequence[str] | None = None) -> SceneSp
             scale, offset = scale * 10000.0, offset * 10000.0
             notes.append(f"band {i + 1}: reflectance x 10000 = 10000 x (DN x {scales[i]:g} {offsets[i]:+g}) (GDAL scale/offset)")
         bands.append(BandSource(names[i], source, i + 1, scale, offset, None, descriptions[i] or f"band {i + 1}"))
-    return SceneSpec(source, "raster", tuple(bands), None, None, None, tuple(notes))
+    return SceneSpec(source, "raster", tuple(bands), None, None, level, tuple(notes))
+
+
+def tagged_level(tags: dict[str, str]) -> str | None:
+    """The processing level a raster's metadata states: GDAL's Sentinel-2 driver writes
+    PROCESSING_LEVEL=Level-1C / Level-2A and PRODUCT_TYPE=S2MSI1C, and gdal_translate keeps them."""
+    text = f"{tags.get('PROCESSING_LEVEL', '')} {tags.get('PRODUCT_TYPE', '')}".upper()
+    for token, level in (("LEVEL-1C", "L1C"), ("LEVEL-2A", "L2A"), ("MSI1C", "L1C"), ("MSI2A", "L2A")):
+        if token in text:
+            return level
+    match = re.search(r"\b(L1C|L2A|L1TP|L1GT|L1GS|L2SP|L2SR)\b", text)
+    return match.group(1) if match else None
 
 
 def band_files(paths: Sequence[Path], source: str) -> SceneSpec:

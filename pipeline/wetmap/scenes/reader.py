@@ -39,11 +39,19 @@ def scene_grid(bands: Sequence[BandSource]) -> Grid:
 
 
 def resolve_mask(spec: SceneSpec, clouds: str | None) -> MaskSource | None:
-    """The cloud mask to use: the product's own (`None` or "auto"), none ("none"), or a file."""
+    """The cloud mask to use.
+
+    "auto" (or None): the product's own (SCL, QA_PIXEL), else the detector's; "detect": the
+    detector's even where the product has one; "none": no mask; anything else: a mask file.
+    The detector's mask comes back pending: `wetmap.detection.ready_mask` runs it once the other
+    inputs have been checked, so a wrong input is refused before minutes of detection.
+    """
     from wetmap.cloud import guess_kind
 
-    if clouds is None or clouds == "auto":
-        return spec.mask
+    if clouds is None or clouds in ("auto", "detect"):
+        if spec.mask is not None and clouds != "detect":
+            return spec.mask
+        return MaskSource("", "classes", "detect")
     if clouds == "none":
         return None
     path = gdal_path(clouds)

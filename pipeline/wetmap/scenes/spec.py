@@ -17,7 +17,7 @@ from wetmap.bands import EQUIVALENT, canonical
 # The reflectance convention every model is trained on and every scene is read in.
 CONVENTION = "reflectance x 10000, offsets removed"
 
-MaskKind = Literal["scl", "qa_pixel", "mask"]
+MaskKind = Literal["scl", "qa_pixel", "mask", "classes"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,24 @@ class BandSource:
 
 @dataclass(frozen=True)
 class MaskSource:
-    """A cloud mask raster: Sentinel-2 SCL, Landsat QA_PIXEL bit flags, or 0/1 (1 = cloud)."""
+    """A cloud mask raster: Sentinel-2 SCL, Landsat QA_PIXEL bit flags, 0/1 (1 = cloud), or cloud
+    classes (what the detector and `wetmap clouds` write)."""
 
     path: str
     kind: MaskKind
-    origin: str = "file"      # "product" when it came with the scene, "file" when given
+    origin: str = "file"      # "product": came with the scene; "file": given; "detected": by `detector`;
+    detector: str | None = None   # "detect": to be detected (`wetmap.detection.ready_mask`), no file yet
+
+    @property
+    def pending(self) -> bool:
+        return self.origin == "detect"
 
     def describe(self) -> str:
-        name = {"scl": "SCL", "qa_pixel": "QA_PIXEL", "mask": "0/1 mask"}[self.kind]
+        if self.pending:
+            return "to be detected"
+        if self.origin == "detected":
+            return f"detected by {self.detector} ({self.path})"
+        name = {"scl": "SCL", "qa_pixel": "QA_PIXEL", "mask": "0/1 mask", "classes": "cloud classes"}[self.kind]
         return f"{name} ({'from the product' if self.origin == 'product' else 'given'}: {self.path})"
 
 
