@@ -16,7 +16,7 @@ from wetmap.cluster import dask_client
 from wetmap.config import PredictConfig
 from wetmap.io.raster import Grid, write_raster
 from wetmap.model import Bundle
-from wetmap.predict import Scene, predict_mosaic, predict_part
+from wetmap.predict import Scene, part_bounds, predict_mosaic, predict_part
 from wetmap.tiling import TileGrid
 
 from conftest import run_cli
@@ -126,8 +126,17 @@ def test_failed_run_leaves_no_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
 
 
+def test_parts_are_whole_tile_rows_of_about_the_asked_pixels() -> None:
+    tiles = TileGrid(1000, 2000, 64, 16)   # 42 tile rows of 48 x 1000 px
+    for megapixels, rows in ((0.1, 2), (1.0, 20), (1e-6, 1), (1e3, 42)):
+        parts = part_bounds(tiles, megapixels)
+        assert parts[0] == (0, rows) and parts[-1][1] == tiles.shape[0]
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))   # contiguous, nothing twice
+
+
 def test_two_dask_workers_predict_the_same_bytes_as_one_process(bundle_path: Path, sample, tmp_path: Path) -> None:
-    cfg = PredictConfig(tile_size=64, overlap=16, batch_size=3, device="cpu")
+    # One tile row per part: more parts (5) than may be in flight on two workers (4).
+    cfg = PredictConfig(tile_size=64, overlap=16, batch_size=3, device="cpu", part_megapixels=0.01)
     local = predict_mosaic(bundle_path, [sample.scene_a, sample.scene_b], tmp_path / "one.tif",
                            clouds=[sample.scene_a_scl, sample.scene_b_scl], cfg=cfg, probabilities=True)
     with dask_client(workers=2) as client:

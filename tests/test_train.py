@@ -213,3 +213,42 @@ def test_threshold_calibration_finds_the_validation_optimum() -> None:
     threshold, dice = calibrate_threshold(task, chips(label), 4, chips(label).input_step())
     assert threshold == 0.7 and dice == pytest.approx(1.0)
     assert calibrate_threshold(task, chips(np.zeros_like(label)), 4, chips(label).input_step())[0] == 0.5
+
+
+def test_two_ddp_processes_score_validation_as_one_write_one_bundle_and_resume(sample, tmp_path: Path) -> None:
+    """Lightning DDP on the CPU (gloo), 2 processes started by `wetmap train` itself: each sees part
+    of the validation chips (5: split 3 + 2, none repeated), and the Dice logged per epoch from the
+    summed counts equals one process's exact score of the same weights."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    from wetmap.chips import build_chip_store
+
+    chips = tmp_path / "chips"
+    build_chip_store(config.build(config.TileConfig, {
+        "image": str(sample.scene_a), "labels": str(sample.labels), "clouds": str(sample.scene_a_scl), "size": 64,
+        "overlap": 0, "min_valid": 0.05, "unlabelled": False, "split": {"block": 64, "val": 0.3, "test": 0.0}}), chips)
+    (tmp_path / "t.yaml").write_text(f"seed: 0\ndata: {{chips: {chips}}}\n"
+                                     "train: {epochs: 2, batch_size: 4, checkpoint_minutes: 0, pretrain_epochs: 0, "
+                                     "calibrate_threshold: false, devices: 2, strategy: ddp, accelerator: cpu}\n")
+    wetmap = Path(sys.executable).with_name("wetmap")
+    run = tmp_path / "run"
+
+    def train(*extra: str) -> str:
+        done = subprocess.run([str(wetmap), "train", "--config", str(tmp_path / "t.yaml"), "-o", str(run), *extra],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    out = train()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["chips_val"] % 2 == 1   # uneven across the two processes
+    with open(run / "logs" / "metrics.csv") as f:
+        logged = [float(r["val_dice"]) for r in csv.DictReader(f) if r["val_dice"]]
+    assert len(logged) == 2 and max(logged) == pytest.approx(metrics["val_dice"], abs=1e-6)
+    assert out.count("model bundle:") == 1 and sorted(p.name for p in run.glob("*.pt")) == ["model.pt"]
+    assert not list(run.rglob("*.tmp*"))
+    train("--resume", "--set", "train.epochs=3")
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3

@@ -255,6 +255,10 @@ class PredictConfig(Strict):
     # Test-time augmentation: each tile also predicted flipped (flips: 4 views) or under all
     # eight flips and 90° rotations (dihedral), probabilities averaged before the blend.
     tta: Literal["none", "flips", "dihedral"] = "none"
+    # With Dask: each task predicts whole tile rows making about this many output megapixels (at
+    # least one row), and at most two tasks per worker are in flight: the memory of a worker and of
+    # the client stays the same however tall the scene (a part re-predicts one tile row above it).
+    part_megapixels: float = Field(64.0, gt=0)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
 
     @model_validator(mode="after")

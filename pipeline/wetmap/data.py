@@ -160,21 +160,27 @@ class SeededOrder(Sampler[int]):
     iterate a loader more often than an uninterrupted one; a consumed generator would drift).
 
     With `weights`, an epoch draws as many chips with replacement, each in proportion to its
-    weight (class-balanced sampling); without, it is a permutation.
+    weight (class-balanced sampling); without, it is a permutation. With several processes (DDP),
+    process `rank` of `world` takes every world-th chip of the one order, padded from its start so
+    that every process takes as many steps (DDP's gradient exchange needs it).
     """
 
-    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None) -> None:
-        self.n, self.seed, self.weights = n, seed, weights
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.weights, self.rank, self.world = n, seed, weights, rank, world
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world)
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed)
         if self.weights is None:
-            return iter(torch.randperm(self.n, generator=generator).tolist())
-        w = torch.as_tensor(self.weights, dtype=torch.float64)
-        return iter(torch.multinomial(w, self.n, replacement=True, generator=generator).tolist())
+            order = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            w = torch.as_tensor(self.weights, dtype=torch.float64)
+            order = torch.multinomial(w, self.n, replacement=True, generator=generator).tolist()
+        if self.world > 1:
+            order = (order + order[: len(self) * self.world - self.n])[self.rank::self.world]
+        return iter(order)
 
 
 def balanced_weights(wetland: np.ndarray) -> np.ndarray | None:
@@ -204,8 +210,13 @@ class ChipDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = ChipDataset(self.chips, split, self.step)
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         weights = balanced_weights(self.chips.wetland[dataset.positions]) if self.balanced else None
-        order = SeededOrder(len(dataset), self.seed * 100_003 + epoch, weights) if shuffle else None
+        if shuffle:
+            order: Sampler[int] | list[int] | None = SeededOrder(len(dataset), self.seed * 100_003 + epoch, weights,
+                                                                 rank, world)
+        else:   # validation: each chip on exactly one process, none repeated, so counts sum exactly
+            order = list(range(rank, len(dataset), world)) if world > 1 else None
         return DataLoader(dataset, batch_size=self.batch_size, sampler=order, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=False)
 

@@ -14,7 +14,6 @@ process, so the result is identical.
 
 from __future__ import annotations
 
-import itertools
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -262,11 +261,12 @@ class PredictResult:
     scenes_read: list[str] = field(default_factory=list)   # per scene: its form, level, mask and rescaling
 
 
-def part_bounds(tiles: TileGrid, parts: int) -> list[tuple[int, int]]:
-    """Split the tile rows into `parts` contiguous ranges [first, stop)."""
-    rows = tiles.shape[0]
-    cuts = np.linspace(0, rows, min(parts, rows) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
+def part_bounds(tiles: TileGrid, megapixels: float) -> list[tuple[int, int]]:
+    """Contiguous ranges [first, stop) of tile rows, each about `megapixels` of output (>= 1 row)."""
+    per_row = tiles.stride * tiles.width
+    rows = max(1, int(megapixels * 1e6 // per_row))
+    count = tiles.shape[0]
+    return [(a, min(a + rows, count)) for a in range(0, count, rows)]
 
 
 _WORKER_PREDICTORS: dict[tuple[str, int, int, str, str, str], TilePredictor] = {}
@@ -493,16 +493,26 @@ def _bundle_info(bundle: Bundle | None, path: str | None) -> dict[str, Any]:
 
 def _predict_on_cluster(client, bundle_path: str, scenes: list[Scene], grid: Grid, cfg: PredictConfig,
                         tiles: TileGrid, write) -> None:
-    """Parts of tile rows on the workers (two per worker, for balance); written as they arrive."""
+    """Parts of `cfg.part_megapixels` on the workers, at most two per worker in flight, each written
+    as it arrives (in any order: they do not overlap), so the client never holds more than those."""
     from distributed import as_completed
 
     workers = max(1, len(client.scheduler_info().get("workers", {})))
-    futures = [client.submit(predict_part, bundle_path, scenes, grid, cfg, a, b, pure=False)
-               for a, b in part_bounds(tiles, 2 * workers)]
-    for future in as_completed(futures):
+    parts = iter(part_bounds(tiles, cfg.part_megapixels))
+
+    def submit() -> object | None:
+        bounds = next(parts, None)
+        return None if bounds is None else client.submit(predict_part, bundle_path, scenes, grid, cfg, *bounds,
+                                                         pure=False)
+
+    running = as_completed([f for f in (submit() for _ in range(2 * workers)) if f is not None])
+    for future in running:
         top, labels, pct = future.result()
-        write(top, labels, pct)
         future.release()
+        write(top, labels, pct)
+        following = submit()
+        if following is not None:
+            running.add(following)
 
 
 def predict_scene(bundle: Bundle | str | Path, image: str | Path, out: str | Path, *, clouds: str | Path | None = None,

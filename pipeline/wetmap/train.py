@@ -139,14 +139,16 @@ class WetmapTask(SemanticSegmentationTask):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self._forward(batch)
-        self.log("val_loss", self._loss(logits, batch), batch_size=batch["image"].shape[0])
+        # averaged over the processes under DDP (each sees part of the validation chips)
+        self.log("val_loss", self._loss(logits, batch), batch_size=batch["image"].shape[0], sync_dist=True)
         self.val_counts += confusion(self.predicted_labels(logits), batch["mask"], batch["valid"],
                                      self.hparams["n_classes"])
 
     def on_validation_epoch_end(self) -> None:
         counts = self.trainer.strategy.reduce(self.val_counts, reduce_op="sum") if self.trainer else self.val_counts
         dice = headline_dice(scores(counts))
-        self.log("val_dice", torch.tensor(0.0 if math.isnan(dice) else dice), prog_bar=True, sync_dist=False)
+        # the same on every process (the counts are summed first): averaging changes nothing
+        self.log("val_dice", torch.tensor(0.0 if math.isnan(dice) else dice), prog_bar=True, sync_dist=True)
 
 
 def headline_dice(s: dict[str, Any]) -> float:
@@ -282,6 +284,7 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
         enable_model_summary=False,
         log_every_n_steps=1,
         deterministic="warn",
+        use_distributed_sampler=False,   # ChipDataModule splits chips across processes itself
         default_root_dir=out,
         plugins=[VerifiedCheckpointIO()],
     )
