@@ -178,8 +178,10 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; medians are printed")
+    parser.add_argument("--json", type=Path, help="also write the ratios here (keys as #19 names them)")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    figures: dict[str, float] = {}
     if args.child:
         child_rss(*args.child)
         return
@@ -198,6 +200,7 @@ def main() -> None:
         window_s, strip_s = tile_reads(image)
         print(f"    tile reads: GDAL windows {window_s:.1f} s, StripReader {strip_s:.1f} s "
               f"-> windows {window_s / strip_s:.1f}x slower (overlapping tiles re-decode blocks)")
+        figures["datapath_over_read"] = rio_s / data_s
         print(f"(b) data path (1x1 conv, read + blend + COG): {data_s:.1f} s = {mpx / data_s:.1f} Mpx/s")
         print(f"    rioxarray + Dask read:                   {rio_s:.1f} s = {mpx / rio_s:.1f} Mpx/s"
               f"  -> ratio {rio_s / data_s:.2f} (target >= 0.8)")
@@ -215,6 +218,7 @@ def main() -> None:
                 compute_s, e2e_s = (statistics.median(v) for v in zip(*[
                     (model_only(net, args.size, device), run_predict(net, image, folder / f"unet_{device}.tif", device))
                     for _ in reps]))
+                figures["e2e_over_model" if device == "cpu" else "gpu_e2e_over_model"] = e2e_s / compute_s
                 print(f"(a) {device}: U-Net end to end {e2e_s:.1f} s ({mpx / e2e_s:.2f} Mpx/s), model alone "
                       f"{compute_s:.1f} s -> ratio {e2e_s / compute_s:.3f} (target <= 1.05)")
             if not torch.cuda.is_available():
@@ -224,7 +228,10 @@ def main() -> None:
             small = peak_rss(Path(tmp), 4096)
         with tempfile.TemporaryDirectory() as tmp:
             large = peak_rss(Path(tmp), 16384)
+        figures["rss_16384_over_4096"] = large / small
         print(f"(c) peak RSS: 4096^2 {small:.0f} MB, 16384^2 {large:.0f} MB -> ratio {large / small:.2f} (target <= 1.3)")
+    if args.json:   # datapath_scaling_2_over_1 waits for the worker pool of the data path (#19)
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
