@@ -4,8 +4,8 @@
     ukis-csmask's own hand-labelled test scenes (tests/data/csmask: Sentinel-2 and Landsat 5, 30 m)
     and, where ../shared/realdata is present, the real L2A scene's SCL (ireland-s2l2a, 60 m).
     Printed: overall accuracy, cloud Dice, shadow Dice, and agreement on clear vs masked (what
-    training and prediction use); for the test scenes also ukis-csmask's own `CSmask` on the same
-    arrays, so any loss from our window-by-window run shows.
+    training and prediction use); for the test scenes also the 4-band model (a scene without SWIR)
+    and ukis-csmask's own `CSmask` on the same arrays, so any loss from our window-by-window run shows.
 (b) Speed on the CPU: the detector's time per megapixel of the scene vs the predict step's own
     (the default model: ResNet-18 U-Net, 6 bands + 4 indices, 256 px tiles, quarter overlap, random
     weights: timing does not depend on them), on a Sentinel-2-like 10 m scene (detected at 30 m) and
@@ -14,7 +14,7 @@
     once the mask is cached (what tile, training and reruns of a job on the scene pay).
     With `--device cuda` (onnxruntime-gpu and a GPU), both run there.
 
-    .venv/bin/python benchmarks/bench_clouds.py [--repeats 2] [--size 3072] [--json FILE] [--device cpu]
+    .venv/bin/python benchmarks/bench_clouds.py [--repeats 2] [--size 3072] [--json FILE] [--device cpu] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ def scores(found: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def write_scene(path: Path, img: np.ndarray, res: float, level: str = "Level-1C") -> Path:
+    """A GeoTIFF of `img`'s bands (the first len(img) of BANDS) on a made-up 30 m UTM grid."""
     with rasterio.open(path, "w", driver="GTiff", width=img.shape[2], height=img.shape[1], count=img.shape[0],
                        dtype=img.dtype, crs="EPSG:32633", transform=from_origin(300000, 5800000, res, res), nodata=0,
                        tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
         dst.write(img)
-        dst.descriptions = BANDS
+        dst.descriptions = BANDS[: img.shape[0]]
         dst.update_tags(PROCESSING_LEVEL=level)
     return path
 
@@ -81,6 +82,9 @@ def agreement(folder: Path, device: str) -> dict[str, dict[str, float]]:
         source = detected_mask(open_scene(write_scene(folder / f"{name}.tif", data["img"], 30.0)),
                                CloudConfig(device=device))
         out[f"{name} (hand-labelled, L1C model)"] = scores(read(source.path), ref)
+        four = detected_mask(open_scene(write_scene(folder / f"{name}_4.tif", data["img"][:4].copy(), 30.0)),
+                             CloudConfig(device=device))
+        out[f"{name}: no SWIR, the 4-band model"] = scores(read(four.path), ref)
         try:
             from ukis_csmask.mask import CSmask
         except ImportError:
@@ -151,6 +155,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=3072, help="side of the 10 m scene (the 30 m one is half)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--skip-speed", action="store_true", help="agreement only")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,6 +167,10 @@ def main() -> None:
         for name, s in figures["agreement"].items():
             print(f"  {name:<48} {s['accuracy']:9.3f} {s['cloud_dice']:11.3f} {s['shadow_dice']:12.3f} "
                   f"{s['clear_agreement']:16.3f}")
+        if args.skip_speed:
+            if args.json:
+                args.json.write_text(json.dumps(figures, indent=2))
+            return
         detector = detector_for(open_scene(scene_of(256, 30.0, folder)), CloudConfig(device=args.device))
         print(f"(b) speed on {detector.device}, {os.cpu_count()} cores, "
               f"median of {args.repeats} interleaved runs")

@@ -87,8 +87,6 @@ class ChipInputs:
 
     def ready(self, cloud: CloudConfig) -> ChipInputs:
         """These inputs with their cloud mask detected, if it is to be (`wetmap.detection`)."""
-        if self.mask is None or not self.mask.pending:
-            return self
         from wetmap.detection import ready_mask
 
         return replace(self, mask=ready_mask(self.scene, self.mask, cloud))

@@ -2,7 +2,7 @@
 
 A pixel is invalid when it is no data in any band (the band nodata value, or NaN), or cloud,
 cloud shadow or cirrus by the scene's mask: a Sentinel-2 SCL band, a Landsat QA_PIXEL band (bit
-flags), a generic 0/1 mask raster (1 = cloud) or a "cloud classes" raster (`CLASSES`: what the
+flags), a generic 0/1 mask raster (1 = cloud) or a "cloud classes" raster (`CLASS_NAMES`: what the
 detector and `wetmap clouds` write). Clouds can be grown by N pixels, read with a halo so a
 window's mask is the same however the scene is cut into windows.
 

@@ -60,8 +60,8 @@ class DataConfig(Strict):
     """Either a chip store of `wetmap tile` (`chips`), or a scene cut into chips on the fly.
 
     `image` is any scene form (see wetmap.scenes); `clouds` a mask file, "none", "detect", or unset
-    ("auto") for the product's own mask, else the cloud detector's; `band_names` names a stacked raster's bands in order when it has no
-    descriptions; `bands` are the bands the model uses.
+    ("auto") for the product's own mask, else the cloud detector's; `band_names` names a stacked
+    raster's bands in order when it has no descriptions; `bands` are the bands the model uses.
     """
 
     chips: Path | None = None

@@ -73,9 +73,10 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
     images, labs, valids, clears, splits = [], [], [], [], []
     inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names,
                            LabelCodes.of(classes, cfg.label_values))
-    with ChipReader(inputs):   # checks every input before clouds are detected
-        pass
-    inputs = inputs.ready(cfg.cloud)
+    if inputs.mask is not None and inputs.mask.pending:
+        with ChipReader(inputs):   # checks every input before clouds are detected
+            pass
+        inputs = inputs.ready(cfg.cloud)
     with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
         tiles = TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size)
         # The same block split as `wetmap tile`: blocks of split_block x split_block chips.

@@ -5,7 +5,7 @@ at, and a ninth of Sentinel-2's 10 m pixels to compute): each block of f x f pix
 over its pixels with data. It runs on overlapping tiles of that coarse grid, tile row by tile row,
 their probabilities blended as prediction blends its own (`mosaic.StripAccumulator`), so memory
 holds one strip of tiles however large the scene. Classes are written back on the scene's own grid
-as a "cloud classes" raster (`cloud.CLASSES`), which every stage then reads like any other mask
+as a "cloud classes" raster (`cloud.CLASS_NAMES`), which every stage then reads like any other mask
 file (dilated by `cloud.dilate`, aligned to its grid).
 
 The raster is kept in a cache (`$WETMAP_CACHE`, else `~/.cache/wetmap`) under a key made of the

@@ -156,8 +156,6 @@ class Scene:
 
     def ready(self, cloud: CloudConfig) -> Scene:
         """The scene with its cloud mask detected, if it is to be (`wetmap.detection`)."""
-        if self.mask is None or not self.mask.pending:
-            return self
         from wetmap.detection import ready_mask
 
         return replace(self, mask=ready_mask(self.spec, self.mask, cloud))

@@ -47,8 +47,10 @@ class MaskSource:
 
     path: str
     kind: MaskKind
-    origin: str = "file"      # "product": came with the scene; "file": given; "detected": by `detector`;
-    detector: str | None = None   # "detect": to be detected (`wetmap.detection.ready_mask`), no file yet
+    # "product": came with the scene; "file": given; "detected": made by `detector`; "detect": still
+    # to be detected (no file yet; `wetmap.detection.ready_mask`)
+    origin: str = "file"
+    detector: str | None = None
 
     @property
     def pending(self) -> bool:
