@@ -34,6 +34,19 @@ def detector_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["WETMAP_CACHE"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def staging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Outputs bound for object storage are staged in a folder of this session, not in /tmp."""
+    folder = tmp_path_factory.mktemp("wetmap-staging")
+    before = os.environ.get("WETMAP_STAGING")
+    os.environ["WETMAP_STAGING"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("WETMAP_STAGING", None)
+    else:
+        os.environ["WETMAP_STAGING"] = before
+
+
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleFiles:
     return make_sample(tmp_path_factory.mktemp("sample"), size=SAMPLE_SIZE, seed=3)
@@ -117,3 +130,66 @@ def wetmap() -> Iterator[Runner]:
     runner = Runner()
     yield runner
     runner.close()
+
+
+@dataclass
+class S3Server:
+    """A local S3-compatible server (moto, in its own process on 127.0.0.1)."""
+
+    port: int
+    client: object          # a boto3 S3 client of it
+
+    def env(self, port: int | None = None) -> dict[str, str]:
+        """The variables GDAL (inputs) and wetmap's uploads (s3fs) both read, for this server or a
+        proxy of it on `port`."""
+        return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                "AWS_S3_ENDPOINT": f"127.0.0.1:{port or self.port}", "AWS_HTTPS": "NO",
+                "AWS_VIRTUAL_HOSTING": "FALSE"}
+
+    def bucket(self, name: str) -> str:
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        return sorted(o["Key"] for o in self.client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One moto server for the session; each test makes its own buckets."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    import time
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        for _ in range(200):
+            try:
+                client.list_buckets()
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                time.sleep(0.05)
+        yield S3Server(port, client)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture()
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The session's S3 server, with GDAL's and s3fs's variables pointing at it for this test."""
+    for var, value in s3_server.env().items():
+        monkeypatch.setenv(var, value)
+    return s3_server

@@ -405,56 +405,32 @@ def test_landsat_level1_is_top_of_atmosphere_reflectance_with_the_sun_elevation(
 
 
 @pytest.fixture()
-def s3(built, monkeypatch) -> str:
-    """A local S3-compatible server (moto) holding the SAFE's files and the stacked GeoTIFF, with
-    GDAL's own variables pointing at it. Returns the bucket's name."""
-    boto3 = pytest.importorskip("boto3")
-    pytest.importorskip("moto")
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_REGION": "us-east-1", "AWS_S3_ENDPOINT": f"127.0.0.1:{port}", "AWS_HTTPS": "NO",
-                           "AWS_VIRTUAL_HOSTING": "FALSE"}.items():
-            monkeypatch.setenv(var, value)
-        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1")
-        for _ in range(100):
-            try:
-                client.create_bucket(Bucket="scenes")
-                break
-            except Exception:  # noqa: BLE001 - the server is still starting
-                time.sleep(0.1)
-        safe, reference = built["safe"]
-        for path in safe.rglob("*"):
-            if path.is_file():
-                client.upload_file(str(path), "scenes", str(path.relative_to(safe.parent)))
-        client.upload_file(str(reference), "scenes", "stacked.tif")
-        yield "scenes"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+def scenes_bucket(built, s3) -> str:
+    """The SAFE's files and the stacked GeoTIFF in a bucket of the local S3 server."""
+    bucket = s3.bucket("scenes")
+    safe, reference = built["safe"]
+    for path in safe.rglob("*"):
+        if path.is_file():
+            s3.client.upload_file(str(path), bucket, str(path.relative_to(safe.parent)))
+    s3.client.upload_file(str(reference), bucket, "stacked.tif")
+    return bucket
 
 
-def test_scenes_in_object_storage_predict_as_local_files(built, s3, bundle_path, tmp_path, monkeypatch,
+def test_scenes_in_object_storage_predict_as_local_files(built, scenes_bucket, bundle_path, tmp_path, monkeypatch,
                                                          capsys) -> None:
     safe, reference = built["safe"]
     bundle = load_bundle(bundle_path)
     local = predicted(bundle, reference, tmp_path / "local.tif", clouds="none")
-    assert predicted(bundle, f"s3://{s3}/stacked.tif", tmp_path / "s3.tif", clouds="none") == local
-    assert predicted(bundle, f"/vsis3/{s3}/stacked.tif", tmp_path / "vsis3.tif", clouds="none") == local
+    assert predicted(bundle, f"s3://{scenes_bucket}/stacked.tif", tmp_path / "s3.tif", clouds="none") == local
+    assert predicted(bundle, f"/vsis3/{scenes_bucket}/stacked.tif", tmp_path / "vsis3.tif", clouds="none") == local
     # a STAC item whose assets are s3:// objects
     item = products.stac_item(tmp_path / "item.json", safe, "pc")
     doc = json.loads(item.read_text())
     for asset in doc["assets"].values():
-        asset["href"] = f"s3://{s3}/" + str((item.parent / asset["href"]).resolve().relative_to(safe.parent))
+        asset["href"] = f"s3://{scenes_bucket}/" + str((item.parent / asset["href"]).resolve().relative_to(safe.parent))
     item.write_text(json.dumps(doc))
     assert predicted(bundle, item, tmp_path / "item.tif") == predicted(bundle, safe, tmp_path / "safe.tif")
-    assert run_cli(["predict", bundle_path, f"s3://{s3}/missing.tif", "-o", tmp_path / "x.tif"], monkeypatch) == 2
+    assert run_cli(["predict", bundle_path, f"s3://{scenes_bucket}/missing.tif", "-o", tmp_path / "x.tif"], monkeypatch) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "/vsis3/scenes/missing.tif" in err
 

@@ -183,7 +183,7 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @cli.command()
 @click.argument("bundle_path", metavar="MODEL_BUNDLE", type=click.Path(path_type=Path))
 @click.argument("images", metavar="SCENE...", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Class raster (.tif, COG).")
+@click.option("-o", "--output", required=True, help="Class raster (.tif, COG): a path, or a URL (s3://..., any fsspec URL).")
 @click.option("--clouds", multiple=True,
               help="Cloud mask per SCENE, in the same order: 'auto' (the default: the product's own, else the "
                    "detector's), 'detect', 'none', or a mask file (SCL, QA_PIXEL, 0/1, a `wetmap clouds` map).")
@@ -205,7 +205,7 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @bands_option
 @_scale_options
 @overrides_option
-def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tuple[str, ...], level: str | None,
+def predict(bundle_path: Path, images: tuple[str, ...], output: str, clouds: tuple[str, ...], level: str | None,
             probabilities: bool,
             vectorize: bool, min_area: float, crs: str | None, resolution: float | None, device: str | None,
             tile_size: int | None, overlap: int | None, tta: str | None, config_path: Path | None, overwrite: bool,
@@ -248,8 +248,8 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tu
 
 @cli.command()
 @click.argument("image", metavar="SCENE")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Cloud map (.tif, COG) with a .qml beside it.")
+@click.option("-o", "--output", required=True,
+              help="Cloud map (.tif, COG) with a .qml beside it: a path, or a URL (s3://..., any fsspec URL).")
 @click.option("--clouds", default="auto", show_default=True, help=CLOUDS_HELP)
 @level_option
 @click.option("--dilate", type=click.IntRange(0, 64), help="Grow masked pixels by N pixels, as the other stages would.")
@@ -257,7 +257,7 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: Path, clouds: tu
 @click.option("--overwrite", is_flag=True, help="Replace an existing map.")
 @bands_option
 @overrides_option
-def clouds(image: str, output: Path, clouds: str, level: str | None, dilate: int | None, device: str | None,
+def clouds(image: str, output: str, clouds: str, level: str | None, dilate: int | None, device: str | None,
            overwrite: bool, band_names: str | None, overrides: tuple[str, ...]) -> None:
     """Write the cloud mask SCENE would be read with (clear, cloud, shadow, grown, no data), to look at in QGIS.
 
@@ -273,7 +273,7 @@ def clouds(image: str, output: Path, clouds: str, level: str | None, dilate: int
     console.print(f"clouds: {result.mask.describe()}")
     console.print(", ".join(f"{name} {share:.1%}" for name, share in result.fractions.items()) +
                   f" of {result.pixels:,} pixels")
-    console.print(f"map: {result.path} (style {result.path.with_suffix('.qml')})")
+    console.print(f"map: {result.path}")
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -281,18 +281,18 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 @cli.command()
-@click.argument("pred", type=click.Path(path_type=Path))
-@click.argument("truth", type=click.Path(path_type=Path))
-@click.option("--regions", required=True, type=click.Path(path_type=Path), help="Vector file of regions (any CRS).")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
-@click.option("--clouds", type=click.Path(path_type=Path),
+@click.argument("pred")
+@click.argument("truth")
+@click.option("--regions", required=True, help="Vector file of regions (any CRS).")
+@click.option("-o", "--output", required=True, help="Report folder: a path, or a URL (s3://..., any fsspec URL).")
+@click.option("--clouds",
               help="Extra cloud mask (SCL, QA_PIXEL, 0/1, or a `wetmap clouds` map): these pixels are not scored.")
 @click.option("--region-field", help="Attribute holding the region name (default: name, region or id).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Evaluation YAML (see configs/evaluate.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @label_map_option
 @overrides_option
-def evaluate(pred: Path, truth: Path, regions: Path, output: Path, clouds: Path | None, region_field: str | None,
+def evaluate(pred: str, truth: str, regions: str, output: str, clouds: str | None, region_field: str | None,
              config_path: Path | None, overwrite: bool, label_map: str | None, overrides: tuple[str, ...]) -> None:
     """Score a prediction per region of a vector file: Dice, IoU, precision, recall, areas."""
     extra: dict = {}
@@ -313,7 +313,7 @@ def evaluate(pred: Path, truth: Path, regions: Path, output: Path, clouds: Path 
     console.print(table)
     o = report["overall"]
     console.print(f"overall Dice: micro {_fmt(o['micro']['dice'])}, macro {_fmt(o['macro']['dice'])}")
-    console.print(f"report: {output / 'report.html'} (also report.md, report.json, regions.csv, "
+    console.print(f"report: {output.rstrip('/')}/report.html (also report.md, report.json, regions.csv, "
                   f"regions.gpkg styled by Dice for QGIS)")
 
 

@@ -9,7 +9,8 @@ reads it back (0 clear, anything else masked), in every stage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from wetmap.config import CloudConfig
 from wetmap.detection import ready_mask
 from wetmap.errors import WetmapError
 from wetmap.io.outputs import OutputSet
+from wetmap.io.storage import output_url, staged_output
 from wetmap.mosaic import open_strip_writer, to_cog
 from wetmap.scenes import SceneReader, open_scene, resolve_mask, scene_grid
 from wetmap.scenes.spec import MaskSource, SceneSpec
@@ -30,7 +32,7 @@ BLOCK = 512
 
 @dataclass
 class CloudMap:
-    path: Path
+    path: Path | str     # a str when the map went to a URL
     scene: SceneSpec
     mask: MaskSource
     pixels: int
@@ -40,8 +42,13 @@ class CloudMap:
 def write_cloud_map(image: str | Path, out: str | Path, *, clouds: str | None = None, cloud: CloudConfig | None = None,
                     band_names: list[str] | None = None, overwrite: bool = False) -> CloudMap:
     """Write the mask `clouds` resolves to for `image` (see `resolve_mask`) to `out` and `out.qml`."""
-    cloud = cloud or CloudConfig()
-    out = Path(out)
+    with staged_output(out, overwrite, [Path(os.fspath(out)).with_suffix(".qml").name]) as local:
+        result = _write_cloud_map(image, local, clouds, cloud or CloudConfig(), band_names, overwrite)
+    return result if output_url(out) is None else replace(result, path=output_url(out))
+
+
+def _write_cloud_map(image: str | Path, out: Path, clouds: str | None, cloud: CloudConfig,
+                     band_names: list[str] | None, overwrite: bool) -> CloudMap:
     spec = open_scene(image, band_names)
     source = ready_mask(spec, resolve_mask(spec, clouds), cloud)
     if source is None:

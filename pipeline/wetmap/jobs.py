@@ -7,6 +7,12 @@ points at it. So a run killed at any moment (even SIGKILL) leaves the previous r
 by the kernel when a process dies) keeps two runs of one job apart. The manifest records what a
 run was made from; a run whose inputs, config, model and wetmap version match the latest one's
 does nothing ("up to date").
+
+OUTPUT_ROOT may be a URL (s3://..., any fsspec URL): the run is made in a local staging folder
+(io.storage), uploaded file by file with the manifest last, and only then is `latest`, a small
+object holding the run's name, written. A reader that follows `latest` finds a complete run; a
+killed upload leaves at most an unlisted, manifest-less folder. The lock is then a local one:
+across machines, let the scheduler start one run of a job at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +40,9 @@ import shapely
 
 from wetmap import __version__, config
 from wetmap.config import JobConfig
-from wetmap.errors import WetmapError
+from wetmap.errors import WetmapError, WetmapWarning
 from wetmap.io.paths import is_remote
+from wetmap.io.storage import Remote, join, output_url, staging_root
 from wetmap.io.vector import read_polygons
 from wetmap.report import json_safe, region_names
 
@@ -49,8 +57,77 @@ class JobBusy(Exception):
 @dataclass
 class JobResult:
     status: str          # "done" or "up to date"
-    run_dir: Path
+    run_dir: Path | str  # a str (URL) when OUTPUT_ROOT is one
     manifest: dict[str, Any]
+
+
+class Place:
+    """Where a job's runs are kept: a local folder, or a URL with a local staging folder.
+
+    `local` holds the lock, the work folder of the run in progress and the logs either way."""
+
+    def __init__(self, output_root: str, name: str) -> None:
+        self.url = output_url(output_root)
+        if self.url is None:
+            self.local = Path(output_root) / name
+            self.remote = None
+        else:
+            self.url = join(self.url, name)
+            digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
+            self.local = staging_root() / "wetmap-jobs" / f"{name}-{digest}"
+            self.remote = Remote(self.url)
+
+    def run_dir(self, name: str) -> Path | str:
+        return self.local / name if self.url is None else join(self.url, name)
+
+    def latest_manifest(self) -> tuple[str, dict[str, Any]] | None:
+        """The latest complete run's name and manifest, None when there is none."""
+        if self.remote is None:
+            latest = self.local / "latest"
+            try:
+                return latest.resolve().name, json.loads((latest / MANIFEST).read_text())
+            except (OSError, ValueError):
+                return None
+        name = (self.remote.read_text("latest") or "").strip()
+        text = self.remote.read_text(name, MANIFEST) if name else None
+        try:
+            return (name, json.loads(text)) if text else None
+        except ValueError:
+            return None
+
+    def run_name(self) -> str:
+        """Today's date; a second changed run on the same day gets .2, .3, ..."""
+        taken = set(self.remote.names()) if self.remote is not None else \
+            {p.name for p in self.local.iterdir()} if self.local.is_dir() else set()
+        base = dt.date.today().isoformat()
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}.{n}"
+        return name
+
+    def commit(self, work: Path) -> str:
+        """Put the finished run in place under a new name, then point `latest` at it."""
+        name = self.run_name()
+        if self.remote is None:
+            os.rename(work, self.local / name)
+            point_latest(self.local, name)
+        else:
+            self.remote.put_folder(work, name, last=MANIFEST)
+            self.remote.put_text(name + "\n", "latest")
+            shutil.rmtree(work, ignore_errors=True)
+        return name
+
+    def keep_log(self, log_path: Path) -> None:
+        """This invocation's log, moved up beside the remote runs (a warning if it cannot go up,
+        so that it never hides the run's own outcome)."""
+        if self.remote is not None:
+            try:
+                self.remote.put(log_path, "logs", log_path.name)
+            except WetmapError as exc:
+                warnings.warn(f"the log stays in {log_path}: {exc}", WetmapWarning, stacklevel=2)
+            else:
+                log_path.unlink()
 
 
 @contextlib.contextmanager
@@ -161,24 +238,6 @@ def fingerprint(cfg: JobConfig, scenes: list[tuple[str, str | None]]) -> dict[st
             "model": file_fingerprint(Path(cfg.model), checksum=True), "inputs": inputs}
 
 
-def latest_manifest(job_dir: Path) -> dict[str, Any] | None:
-    path = job_dir / "latest" / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def run_name(job_dir: Path) -> str:
-    """Today's date; a second changed run on the same day gets .2, .3, ..."""
-    base = dt.date.today().isoformat()
-    name, n = base, 1
-    while (job_dir / name).exists():
-        n += 1
-        name = f"{base}.{n}"
-    return name
-
-
 def point_latest(job_dir: Path, name: str) -> None:
     """Swap the `latest` symlink in one rename, so it always points at a complete run."""
     tmp = job_dir / f".latest.{uuid.uuid4().hex[:8]}"
@@ -211,41 +270,40 @@ def run_job(config_path: str | Path, wait: bool = False, force: bool = False) ->
     """
     config_path = Path(config_path)
     cfg = config.load(JobConfig, config_path)
-    job_dir = Path(cfg.output_root) / cfg.name
-    with job_lock(job_dir, wait):
+    place = Place(cfg.output_root, cfg.name)
+    with job_lock(place.local, wait):
         stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
-        log_path = job_dir / "logs" / f"{stamp}-{os.getpid()}.log"
+        log_path = place.local / "logs" / f"{stamp}-{os.getpid()}.log"
         log_path.parent.mkdir(exist_ok=True)
-        with run_log(log_path):
-            try:
-                result = _run_locked(cfg, config_path, job_dir, force)
-            except Exception:
-                log.exception("run failed")
-                raise
-        if result.status == "done":
-            shutil.copyfile(log_path, result.run_dir / "run.log")
-        return result
+        try:
+            with run_log(log_path):
+                try:
+                    return _run_locked(cfg, config_path, place, force, log_path)
+                except Exception:
+                    log.exception("run failed")
+                    raise
+        finally:
+            place.keep_log(log_path)
 
 
-def _run_locked(cfg: JobConfig, config_path: Path, job_dir: Path, force: bool) -> JobResult:
-    for stale in job_dir.glob(".run-*"):      # left by a run that was killed
+def _run_locked(cfg: JobConfig, config_path: Path, place: Place, force: bool, log_path: Path) -> JobResult:
+    for stale in place.local.glob(".run-*"):      # left by a run that was killed
         log.info("removing %s, left by an interrupted run", stale.name)
         shutil.rmtree(stale, ignore_errors=True)
     scenes = resolve_scenes(cfg, config_path)
     region = region_frame(cfg, config_path)
     prints = fingerprint(cfg, scenes)
-    previous = latest_manifest(job_dir)
-    if not force and previous is not None and previous.get("fingerprint") == prints:
-        log.info("up to date: inputs, config and model unchanged since %s", previous.get("finished"))
-        return JobResult("up to date", (job_dir / "latest").resolve(), previous)
-    work = job_dir / f".run-{uuid.uuid4().hex[:8]}"
+    previous = place.latest_manifest()
+    if not force and previous is not None and previous[1].get("fingerprint") == prints:
+        log.info("up to date: inputs, config and model unchanged since %s", previous[1].get("finished"))
+        return JobResult("up to date", place.run_dir(previous[0]), previous[1])
+    work = place.local / f".run-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     manifest = _produce(cfg, scenes, region, prints, work)
-    name = run_name(job_dir)
-    os.rename(work, job_dir / name)
-    point_latest(job_dir, name)
-    log.info("results in %s; latest -> %s", job_dir / name, name)
-    return JobResult("done", job_dir / name, manifest)
+    shutil.copyfile(log_path, work / "run.log")
+    name = place.commit(work)
+    log.info("results in %s; latest -> %s", place.run_dir(name), name)
+    return JobResult("done", place.run_dir(name), manifest)
 
 
 def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.GeoDataFrame,

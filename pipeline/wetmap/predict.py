@@ -14,6 +14,7 @@ process, so the result is identical.
 
 from __future__ import annotations
 
+import posixpath
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,9 @@ from wetmap.config import CloudConfig, PredictConfig
 from wetmap.errors import WetmapError, WetmapWarning
 from wetmap.io.outputs import OutputSet, verify
 from wetmap.io.raster import GDAL_ENV, Grid, mosaic_grid
+from wetmap.io.paths import gdal_path
 from wetmap.io.readahead import read_ahead
+from wetmap.io.storage import join, output_url, staged_output
 from wetmap.io.vector import burn
 from wetmap.model import Bundle
 from wetmap.scenes import CONVENTION, MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
@@ -245,9 +248,9 @@ def _run_batch(batch: list[tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]], pr
 
 @dataclass
 class PredictResult:
-    classes: Path
-    probabilities: Path | None
-    vectors: Path | None
+    classes: Path | str               # a str when the output went to a URL
+    probabilities: Path | str | None
+    vectors: Path | str | None
     class_names: list[str]
     scenes: int
     pixels: int
@@ -325,7 +328,21 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     A scene of another processing level than the model's training scene is a warning; one whose
     pixels lie far outside the training statistics is refused unless `force`.
     With a Dask `client`, `bundle` must be the bundle's path: workers load it themselves.
+    `out` may be a URL (s3://...): the result is made locally, verified, then uploaded (io.storage).
     """
+    url = output_url(out)
+    if url is not None:
+        if any(gdal_path(url) == band.path for i in images for band in open_scene(i, band_names).bands):
+            raise WetmapError("this output is also an input of the run; choose another output name", url)
+        family = [p.name for p in output_names(Path(posixpath.basename(url))).values()]
+        with staged_output(url, overwrite, family) as local:
+            result = predict_mosaic(bundle, images, local, clouds=clouds, cfg=cfg, probabilities=probabilities,
+                                    vectorize=vectorize, min_area_ha=min_area_ha, crs=crs, resolution=resolution,
+                                    region=region, client=client, overwrite=True, band_names=band_names, force=force)
+        folder = posixpath.dirname(url)
+        return replace(result, classes=url, **{role: join(folder, Path(path).name) for role, path in
+                                               (("probabilities", result.probabilities), ("vectors", result.vectors))
+                                               if path is not None})
     cfg = cfg or PredictConfig()
     start = time.perf_counter()
     if not images:

@@ -35,6 +35,7 @@ from wetmap.io.raster import (
 )
 from wetmap.io.outputs import OutputSet
 from wetmap.io.readahead import read_ahead
+from wetmap.io.storage import staged_folder
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.labels import LabelCodes
 from wetmap.metrics import COUNT_NAMES, class_scores, matrix_counts
@@ -257,10 +258,17 @@ OUTPUT_NAMES = ("regions.csv", "report.json", "regions.gpkg", "regions.qml", "re
 def evaluate(pred: str | Path, truth: str | Path, regions: str | Path, out_dir: str | Path,
              clouds: str | Path | None = None, cfg: EvaluateConfig | None = None,
              overwrite: bool = False) -> dict[str, Any]:
-    """Score `pred` against `truth` per region; write the tables, the styled regions and the pages."""
+    """Score `pred` against `truth` per region; write the tables, the styled regions and the pages
+    to the folder `out_dir` (or a URL: made locally, verified, then uploaded; io.storage)."""
+    with staged_folder(out_dir, overwrite, OUTPUT_NAMES) as out:
+        report = _evaluate_into(pred, truth, regions, out, clouds, cfg, overwrite)
+    return report
+
+
+def _evaluate_into(pred: str | Path, truth: str | Path, regions: str | Path, out: Path, clouds: str | Path | None,
+                   cfg: EvaluateConfig | None, overwrite: bool) -> dict[str, Any]:
     from wetmap.report_pages import render_pages
 
-    out = Path(out_dir)
     # report.html last: once it is there, the tables, styles and figures beside it are this run's.
     with OutputSet([out / name for name in OUTPUT_NAMES], overwrite) as outputs:
         tallies, grid, classes = tally(pred, truth, regions, clouds, cfg)
