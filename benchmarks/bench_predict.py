@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,14 @@ def rioxarray_read(image: Path) -> float:
     with rioxarray.open_rasterio(image, chunks={"band": -1, "y": 1024, "x": 1024}, lock=False) as da:
         da.data.sum(dtype="uint64").compute()
     return time.perf_counter() - start
+
+
+def core_seconds(work: Callable[[], object]) -> float:
+    """CPU seconds (user + system, all threads of this process) that `work` took."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    work()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def torchgeo_loader(image: Path) -> float:
@@ -232,7 +242,17 @@ def main() -> None:
               f"{rio_s / cog_s:.2f} even if reading, tiling and blending were free")
         print(f"    and the read-back checks of the strips and both COGs (wetmap.io.outputs.verify): {check_s:.1f} s "
               f"= {check_s / data_s:.0%} of the data path")
-        if len(os.sched_getaffinity(0)) >= 2:
+        from wetmap.mosaic import to_cog
+
+        cores = len(os.sched_getaffinity(0))
+        path_cpu = core_seconds(lambda: run_predict(pointwise(), image, folder / "identity.tif"))
+        read_cpu = core_seconds(lambda: rioxarray_read(image))
+        cog_cpu = core_seconds(lambda: [to_cog(folder / f"plain_identity{tail}.tif", folder / f"cpu{tail}.tif", how)
+                                        for tail, how in (("", "NEAREST"), ("_probability", "AVERAGE"))])
+        print(f"    CPU: the data path keeps {path_cpu / data_s:.2f} of {cores} cores busy ({path_cpu:.1f} core-s); "
+              f"the read alone takes {read_cpu:.1f} core-s and the COG conversions alone {cog_cpu:.1f}, so with every "
+              f"core busy the ratio to rioxarray cannot exceed {rio_s * cores / (read_cpu + cog_cpu):.2f}")
+        if cores >= 2:
             one_s, two_s = (statistics.median(v) for v in zip(*[
                 (datapath_on(1, image, folder / "one.tif"), datapath_on(2, image, folder / "two.tif")) for _ in reps]))
             figures["datapath_scaling_2_over_1"] = one_s / two_s
