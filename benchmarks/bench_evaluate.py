@@ -30,7 +30,6 @@ from rasterio.windows import Window
 from wetmap.report import BLOCK, evaluate, tally
 from wetmap.tiling import blocks
 
-
 UTM = CRS.from_epsg(32632)
 ORIGIN = (600_000.0, 5_900_000.0)
 

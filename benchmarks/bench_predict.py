@@ -226,7 +226,8 @@ def main() -> None:
         rio_s, tg_s, data_s = (statistics.median(v) for v in zip(*[
             (rioxarray_read(image), torchgeo_loader(image), run_predict(pointwise(), image, folder / "identity.tif"))
             for _ in reps]))
-        cog_s, check_s = cog_seconds([(folder / "identity.tif", "NEAREST"), (folder / "identity_probability.tif", "AVERAGE")],
+        cog_s, check_s = cog_seconds([(folder / "identity.tif", "NEAREST"),
+                                      (folder / "identity_probability.tif", "AVERAGE")],
                             folder)
         window_s, strip_s = tile_reads(image)
         print(f"    tile reads: GDAL windows {window_s:.1f} s, StripReader {strip_s:.1f} s "

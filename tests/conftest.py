@@ -83,6 +83,8 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
 
 @dataclass
 class Result:
+    """What a `wetmap` command run by the Runner ended with."""
+
     returncode: int
     stderr: str
 

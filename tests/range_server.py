@@ -13,6 +13,8 @@ from pathlib import Path
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files with HTTP Range requests, as object stores and CDNs do for GDAL's /vsicurl/."""
+
     def log_message(self, *args) -> None:  # keep the test output quiet
         pass
 

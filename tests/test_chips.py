@@ -11,10 +11,18 @@ from rasterio.windows import Window
 
 from conftest import run_cli
 from wetmap import config
-from wetmap.config import DEFAULT_BANDS, CloudConfig
-from wetmap.chips import (FLAT_KEYS, ChipInputs, ChipReader, _raw_chunk_folder, _store_chunks, build_chip_store,
-                          open_chip_store, split_by_blocks)
+from wetmap.chips import (
+    FLAT_KEYS,
+    ChipInputs,
+    ChipReader,
+    _raw_chunk_folder,
+    _store_chunks,
+    build_chip_store,
+    open_chip_store,
+    split_by_blocks,
+)
 from wetmap.cluster import dask_client
+from wetmap.config import DEFAULT_BANDS, CloudConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid, open_lazy, stack_bands, write_raster
 from wetmap.tiling import TileGrid
@@ -36,7 +44,8 @@ def store(sample, tmp_path_factory):
 def test_chips_match_a_direct_read(store, sample) -> None:
     index = store.index[store.index["kept"]]
     assert len(index) > 0
-    with ChipReader(ChipInputs.of(sample.scene_a, sample.labels, sample.scene_a_scl, DEFAULT_BANDS, CloudConfig())) as reader:
+    inputs = ChipInputs.of(sample.scene_a, sample.labels, sample.scene_a_scl, DEFAULT_BANDS, CloudConfig())
+    with ChipReader(inputs) as reader:
         for _, row in index.head(5).iterrows():
             tile = list(TileGrid(reader.grid.width, reader.grid.height, 64, 16))[row["chip"]]
             chip = reader.read(tile.window)

@@ -1,3 +1,5 @@
+"""Configs: YAML, --set overrides and strict keys, one-line errors."""
+
 from pathlib import Path
 
 import pytest

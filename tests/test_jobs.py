@@ -15,9 +15,8 @@ import pytest
 import rasterio
 import yaml
 
-from wetmap.jobs import job_lock, run_job
-
 from conftest import run_cli
+from wetmap.jobs import job_lock, run_job
 
 
 def write_job(folder: Path, sample, bundle_path: Path, root: Path, **extra) -> Path:

@@ -1,3 +1,5 @@
+"""Masked Dice, IoU, precision and recall from summed counts."""
+
 import math
 
 import numpy as np

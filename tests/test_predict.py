@@ -12,14 +12,13 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
+from conftest import run_cli
 from wetmap.cluster import dask_client
 from wetmap.config import PredictConfig
 from wetmap.io.raster import Grid, write_raster
 from wetmap.model import Bundle
 from wetmap.predict import Scene, part_bounds, predict_mosaic, predict_part
 from wetmap.tiling import TileGrid
-
-from conftest import run_cli
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 UTM = CRS.from_epsg(32632)

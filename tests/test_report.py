@@ -16,11 +16,10 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from conftest import run_cli
 from wetmap import report as report_module
 from wetmap.io.raster import Grid, write_raster
 from wetmap.report import evaluate
-
-from conftest import run_cli
 
 UTM = CRS.from_epsg(32632)
 GRID = Grid(UTM, Affine(10.0, 0, 500_000.0, 0, -10.0, 5_500_000.0), 300, 260)

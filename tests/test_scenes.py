@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import rasterio
 import products
 from conftest import run_cli
 from wetmap import config
+from wetmap.bands import canonical, landsat_bands
 from wetmap.chips import build_chip_store, open_chip_store
 from wetmap.config import PredictConfig
 from wetmap.errors import WetmapError, WetmapWarning
@@ -27,7 +27,6 @@ from wetmap.io.paths import gdal_path, is_remote
 from wetmap.model import load_bundle
 from wetmap.predict import predict_mosaic
 from wetmap.scenes import open_scene
-from wetmap.bands import canonical, landsat_bands
 from wetmap.scenes.landsat import read_mtl
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -266,8 +265,9 @@ def test_real_safe_reads_with_offset_and_scl() -> None:
     bands = {b.name: b for b in spec.select(products.MODEL_BANDS)}
     assert bands["B02"].path.endswith("_B02_10m.jp2") and bands["B11"].path.endswith("_B11_20m.jp2")
     assert all(b.offset == -1000.0 and b.scale == 1.0 and b.nodata == 0 for b in bands.values())
-    from wetmap.scenes import SceneReader, scene_grid
     from rasterio.windows import Window
+
+    from wetmap.scenes import SceneReader, scene_grid
 
     grid = scene_grid(list(bands.values()))
     assert (grid.width, grid.height, grid.res) == (576, 576, 10.0)

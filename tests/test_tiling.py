@@ -1,3 +1,5 @@
+"""Tile grids: full coverage edge to edge, overlaps, windows."""
+
 import numpy as np
 import pytest
 

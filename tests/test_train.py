@@ -12,6 +12,8 @@ from wetmap.train import WetmapTask, fit
 
 
 class Crash(Exception):
+    """Raised by a callback to stop training as a crash would."""
+
     pass
 
 

@@ -4,16 +4,15 @@ and the Prefect flow (when the `prefect` extra is installed) runs a job end to e
 from __future__ import annotations
 
 import configparser
-import subprocess
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from wetmap import config
-
 from test_jobs import write_job
+from wetmap import config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,6 +15,7 @@ from typing import Any
 from wetmap.config import TileConfig
 from wetmap.tiling import TileGrid
 
+
 def _share(rows: Sequence[dict[str, Any]], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows) if rows else 0.0
 

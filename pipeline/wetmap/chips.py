@@ -103,6 +103,8 @@ class ChipInputs:
 
 @dataclass
 class Chip:
+    """One training chip as read from the inputs, before it is stored."""
+
     raw: np.ndarray     # (C,h,w) reflectance x 10000 (the file's own values when it needs no rescaling)
     label: np.ndarray   # (h,w) uint8; 255 where the label is unknown or the image is no data
     valid: np.ndarray   # (h,w) bool: clear (not cloud / shadow / no data) and labelled
@@ -384,6 +386,8 @@ def _stats(rows: list[dict[str, Any]], bands: Sequence[str]) -> dict[str, Any]:
 
 @dataclass
 class ChipStoreSummary:
+    """What `wetmap tile` wrote: the store, its inputs, chips per split and the tiles looked at."""
+
     path: Path
     inputs: ChipInputs
     chips: dict[str, int]

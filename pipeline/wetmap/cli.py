@@ -51,7 +51,8 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--size", default=1024, show_default=True, type=click.IntRange(128, 16384), help="Scene width and height in pixels.")
+@click.option("--size", default=1024, show_default=True, type=click.IntRange(128, 16384),
+              help="Scene width and height in pixels.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same bytes.")
 @click.option("--overwrite", is_flag=True, help="Replace sample files already in OUT_DIR.")
 def sample(out_dir: Path, size: int, seed: int, overwrite: bool) -> None:
@@ -105,7 +106,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--size", type=int, help="Chip size in pixels (default 256).")
 @click.option("--overlap", type=int, help="Overlap between neighbouring chips in pixels (default 32).")
 @click.option("--min-valid", type=float, help="Skip chips with a smaller clear, labelled fraction (default 0.5).")
-@click.option("--split-regions", type=click.Path(path_type=Path), help="Split by the regions of this file instead of by block.")
+@click.option("--split-regions", type=click.Path(path_type=Path),
+              help="Split by the regions of this file instead of by block.")
 @click.option("--compress/--no-compress", default=None,
               help="LZ4-compress the chips: a store about half the size, slower tiling (default: no).")
 @click.option("--unlabelled/--no-unlabelled", default=None,
@@ -150,7 +152,8 @@ def tile(image: str | None, labels: str | None, clouds: str | None, level: str |
 
 
 @cli.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Training YAML (see configs/train.yaml).")
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="Training YAML (see configs/train.yaml).")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Run folder (overrides `output`).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model bundle in the run folder.")
@@ -237,7 +240,8 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: str, clouds: tup
     where = f"{result.device} ({result.precision})" if client is None else f"Dask workers ({result.precision})"
     console.print(f"predicted {result.scenes} scene(s), {result.pixels:,} output pixels on {where} in "
                   f"{result.seconds:.1f} s ({result.pixels / max(result.seconds, 1e-9) / 1e6:.2f} Mpx/s)")
-    console.print(f"clear: {result.valid_fraction:.1%} of the mosaic; wetland: {result.wetland_fraction:.1%} of clear pixels")
+    console.print(f"clear: {result.valid_fraction:.1%} of the mosaic; "
+                  f"wetland: {result.wetland_fraction:.1%} of clear pixels")
     for line in result.scenes_read:
         console.print(f"scene {line}")
     console.print(f"classes: {result.classes}")
@@ -288,7 +292,8 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 @click.option("--clouds",
               help="Extra cloud mask (SCL, QA_PIXEL, 0/1, or a `wetmap clouds` map): these pixels are not scored.")
 @click.option("--region-field", help="Attribute holding the region name (default: name, region or id).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Evaluation YAML (see configs/evaluate.yaml).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="Evaluation YAML (see configs/evaluate.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @label_map_option
 @overrides_option

@@ -32,6 +32,8 @@ BLOCK = 512
 
 @dataclass
 class CloudMap:
+    """What `wetmap clouds` wrote, with the share of each class, for the summary it prints."""
+
     path: Path | str     # a str when the map went to a URL
     scene: SceneSpec
     mask: MaskSource

@@ -21,6 +21,8 @@ DEFAULT_SCL_INVALID = [0, 1, 3, 8, 9, 10]
 
 
 class Strict(BaseModel):
+    """A config section in which an unknown key (a typo) is an error, also when set later."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -135,6 +137,8 @@ class TileConfig(Strict):
 
 
 class ModelConfig(Strict):
+    """The network: architecture, encoder, pretrained weights and input channels."""
+
     arch: Literal["unet", "deeplabv3+", "fcn"] = "unet"
     backbone: str = "resnet18"
     # A local weights file (wetmap.pretrained): a wetmap bundle, a checkpoint or an encoder's
@@ -183,6 +187,8 @@ class ModelConfig(Strict):
 
 
 class LossConfig(Strict):
+    """The training loss and whether cloudy / unlabelled pixels are masked out of it."""
+
     name: Literal["dice", "generalized_dice", "tversky", "focal", "bce", "ce", "composite"] = "dice"
     masked: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
@@ -196,6 +202,8 @@ class LossConfig(Strict):
 
 
 class TrainConfig(Strict):
+    """Optimisation and the trainer: epochs, batches, learning rate, devices, precision."""
+
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -226,6 +234,8 @@ class TrainConfig(Strict):
 
 
 class TrainRunConfig(Strict):
+    """One training run (configs/train.yaml): data, model, loss, trainer and output folder."""
+
     seed: int = 0
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -242,6 +252,8 @@ class TrainRunConfig(Strict):
 
 
 class PredictConfig(Strict):
+    """Sliding-window prediction: window, overlap, batches, device, precision, clouds."""
+
     # Unset: the window the model was trained on (its chip size; 256 for older bundles), and a
     # quarter of it as overlap. A U-Net trained on small chips misreads larger windows: one
     # trained on 32 px chips scored test Dice 1.00 in 32 px tiles and 0.21 in 256 px tiles
@@ -277,6 +289,8 @@ class PredictConfig(Strict):
 
 
 class EvaluateConfig(Strict):
+    """Scoring per region: the region name field, the reference's codes and cloud masking."""
+
     region_field: str | None = None
     label_values: dict[str, list[float]] | None = None   # the reference's codes -> classes (wetmap.labels)
     cloud: CloudConfig = Field(default_factory=CloudConfig)

@@ -33,6 +33,8 @@ L2_LEVELS = ("L2A", "L2SP", "L2SR")
 
 
 class Detector(Protocol):
+    """A cloud and shadow detector: scene bands in, per-class probabilities out."""
+
     name: str                  # with its model version, for provenance
     level: str                 # the processing level its model is for (L1C, L2A)
     bands: tuple[str, ...]     # the scene bands it reads, in the order `probabilities` takes them

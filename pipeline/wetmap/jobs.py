@@ -56,6 +56,8 @@ class JobBusy(Exception):
 
 @dataclass
 class JobResult:
+    """The outcome of `wetmap run`: done or up to date, where the run is, and its manifest."""
+
     status: str          # "done" or "up to date"
     run_dir: Path | str  # a str (URL) when OUTPUT_ROOT is one
     manifest: dict[str, Any]

@@ -20,8 +20,8 @@ from torch import nn
 
 from wetmap import __version__
 from wetmap.config import ModelConfig
-from wetmap.inputs import InputStep
 from wetmap.errors import WetmapError, first_line
+from wetmap.inputs import InputStep
 
 BUNDLE_FORMAT = "wetmap-bundle/1"
 

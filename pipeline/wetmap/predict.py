@@ -33,14 +33,12 @@ from wetmap.cloud import CloudMask
 from wetmap.config import CloudConfig, PredictConfig
 from wetmap.errors import WetmapError, WetmapWarning
 from wetmap.io.outputs import OutputSet, verify
-from wetmap.io.raster import GDAL_ENV, Grid, mosaic_grid
 from wetmap.io.paths import gdal_path
+from wetmap.io.raster import GDAL_ENV, Grid, mosaic_grid
 from wetmap.io.readahead import read_ahead
 from wetmap.io.storage import join, output_url, staged_output
 from wetmap.io.vector import burn
 from wetmap.model import Bundle
-from wetmap.scenes import CONVENTION, MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
-from wetmap.scenes.check import check_range, level_mismatch
 from wetmap.mosaic import (
     NODATA,
     StripAccumulator,
@@ -52,6 +50,8 @@ from wetmap.mosaic import (
     to_cog,
     write_strip,
 )
+from wetmap.scenes import CONVENTION, MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
+from wetmap.scenes.check import check_range, level_mismatch
 from wetmap.styles import paletted_qml, probability_qml
 from wetmap.tiling import Tile, TileGrid
 
@@ -248,6 +248,8 @@ def _run_batch(batch: list[tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]], pr
 
 @dataclass
 class PredictResult:
+    """What `predict_mosaic` wrote and saw: outputs, classes, pixel shares, time, device."""
+
     classes: Path | str               # a str when the output went to a URL
     probabilities: Path | str | None
     vectors: Path | str | None

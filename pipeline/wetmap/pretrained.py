@@ -144,7 +144,8 @@ def apply_weights(network: nn.Module, pre: Pretrained, channels: Sequence[str], 
             "channels_initialised": filled}
 
 
-def input_statistics(pre: Pretrained, bands: Sequence[str], mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def input_statistics(pre: Pretrained, bands: Sequence[str], mean: np.ndarray,
+                     std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The input step's statistics: the file's own for the bands it normalised (a bundle's, or
     model.weights_mean / weights_std), the training chips' for the others."""
     if pre.mean is None or pre.std is None or pre.bands is None:

@@ -4,8 +4,8 @@ The prediction is read block by block; every region touching a block is counted 
 compiled scanline pass (`wetmap.zonal`), so a pixel inside two overlapping regions counts for both
 and the cost is about one pass over the block. A pixel belongs to a region when its centre lies
 inside it (GDAL's rasterize rule). Only valid pixels are scored: not no data or cloud in the
-prediction (255), not cloud in an optional mask, not unknown in the truth. Scores come from summed counts; a region without a valid pixel has an
-undefined (null) Dice, flagged, never 0 or 1.
+prediction (255), not cloud in an optional mask, not unknown in the truth. Scores come from summed
+counts; a region without a valid pixel has an undefined (null) Dice, flagged, never 0 or 1.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from wetmap.areas import PixelArea
 from wetmap.cloud import CloudMask
 from wetmap.config import EvaluateConfig
 from wetmap.errors import WetmapError
+from wetmap.io.outputs import OutputSet
 from wetmap.io.raster import (
     GDAL_ENV,
     Grid,
     open_raster,
     read_window,
 )
-from wetmap.io.outputs import OutputSet
 from wetmap.io.readahead import read_ahead
 from wetmap.io.storage import staged_folder
 from wetmap.io.vector import open_labels, read_polygons

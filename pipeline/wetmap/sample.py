@@ -63,6 +63,8 @@ REGION_NAMES = ["Alder Brook", "Bittern Fen", "Crane Marsh", "Dunlin Flats", "Ee
 
 @dataclass(frozen=True)
 class SampleFiles:
+    """The files `wetmap sample` writes: scenes, their SCL masks, labels, the wetlands, regions."""
+
     scene_a: Path
     scene_a_scl: Path
     scene_b: Path

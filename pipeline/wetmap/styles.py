@@ -97,7 +97,7 @@ def dice_color(dice: float | None) -> tuple[int, int, int]:
     """The colour of a Dice value in DICE_BINS; grey where undefined (no clear pixel)."""
     if dice is None or math.isnan(dice):
         return UNDEFINED_COLOR
-    for low, high, color in DICE_BINS:
+    for _low, high, color in DICE_BINS:
         if dice < high:
             return color
     return DICE_BINS[-1][2]

@@ -24,6 +24,8 @@ def _starts(length: int, size: int, stride: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Tile:
+    """One window of a TileGrid, with its row and column in the grid."""
+
     row: int      # tile row / column in the grid of tiles
     col: int
     window: Window
@@ -36,6 +38,8 @@ class Tile:
 
 @dataclass(frozen=True)
 class TileGrid:
+    """Square tiles of `size` px overlapping by `overlap` px, covering a raster edge to edge."""
+
     width: int
     height: int
     size: int

@@ -14,6 +14,7 @@ fresh snow's blue median lies ~28 standard deviations above a summer scene's. A 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window

@@ -15,9 +15,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from wetmap.bands import band_order, canonical, landsat_bands
 from wetmap.errors import WetmapError, WetmapWarning
 from wetmap.io.raster import open_raster
-from wetmap.bands import band_order, canonical, landsat_bands
 from wetmap.scenes.landsat import C2_L2_OFFSET, C2_L2_SCALE
 from wetmap.scenes.spec import BandSource, MaskSource, SceneSpec
 
@@ -49,7 +49,8 @@ def read_raster(source: str, band_names: Sequence[str] | None = None) -> SceneSp
         scale, offset = scales[i], offsets[i]
         if (scale, offset) != (1.0, 0.0):    # GDAL's rescaling gives reflectance 0-1
             scale, offset = scale * 10000.0, offset * 10000.0
-            notes.append(f"band {i + 1}: reflectance x 10000 = 10000 x (DN x {scales[i]:g} {offsets[i]:+g}) (GDAL scale/offset)")
+            notes.append(f"band {i + 1}: reflectance x 10000 = 10000 x (DN x {scales[i]:g} {offsets[i]:+g}) "
+                         "(GDAL scale/offset)")
         bands.append(BandSource(names[i], source, i + 1, scale, offset, None, descriptions[i] or f"band {i + 1}"))
     return SceneSpec(source, "raster", tuple(bands), None, None, level, tuple(notes))
 

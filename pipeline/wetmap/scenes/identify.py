@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from wetmap.errors import WetmapError
-from wetmap.scenes import files, landsat, sentinel2, stac
 from wetmap.io.paths import check_local, gdal_path, is_remote, url_of
+from wetmap.scenes import files, landsat, sentinel2, stac
 from wetmap.scenes.spec import SceneSpec
 
 

@@ -15,9 +15,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from wetmap.bands import band_order, landsat_bands
 from wetmap.errors import WetmapError
 from wetmap.scenes import xml
-from wetmap.bands import band_order, landsat_bands
 from wetmap.scenes.spec import BandSource, MaskSource, SceneSpec
 
 MTL_SUFFIXES = ("_MTL.json", "_MTL.txt", "_MTL.xml")
@@ -121,8 +121,9 @@ def read_landsat(source: str) -> SceneSpec:
         file = mtl.parent / str(name)
         if not file.is_file():
             raise WetmapError(f"band file named in {mtl.name} is missing: {name}", source)
+        label = f"band {number} ({Path(str(name)).stem.rsplit('_', 1)[-1]})"
         bands.append(BandSource(equivalents[number], str(file), 1, float(mult) / sun * 10000.0,
-                                float(add) / sun * 10000.0, 0.0, f"band {number} ({Path(str(name)).stem.rsplit('_', 1)[-1]})"))
+                                float(add) / sun * 10000.0, 0.0, label))
     if not bands:
         raise WetmapError("MTL lists no reflectance band", mtl)
     mask = None

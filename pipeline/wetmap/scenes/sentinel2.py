@@ -14,9 +14,9 @@ import re
 import zipfile
 from pathlib import Path
 
+from wetmap.bands import band_order, canonical
 from wetmap.errors import WetmapError
 from wetmap.scenes import xml
-from wetmap.bands import band_order, canonical
 from wetmap.scenes.spec import BandSource, MaskSource, SceneSpec
 
 METADATA = ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml")

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from wetmap.errors import WetmapError
 from wetmap.bands import EQUIVALENT, canonical
+from wetmap.errors import WetmapError
 
 # The reflectance convention every model is trained on and every scene is read in.
 CONVENTION = "reflectance x 10000, offsets removed"

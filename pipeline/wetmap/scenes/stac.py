@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from wetmap.errors import WetmapError
 from wetmap.bands import band_order, canonical
-from wetmap.scenes.landsat import C2_L2_OFFSET, C2_L2_SCALE
+from wetmap.errors import WetmapError
 from wetmap.io.paths import gdal_path, join, read_json
+from wetmap.scenes.landsat import C2_L2_OFFSET, C2_L2_SCALE
 from wetmap.scenes.spec import BandSource, MaskSource, SceneSpec
 
 # Baseline 04.00 (the -1000 offset) went live on 25 January 2022; only a product processed before
