@@ -15,6 +15,7 @@ import numpy as np
 from pyproj import CRS, Geod, Transformer
 from rasterio.windows import Window
 
+from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid
 
 TOLERANCE = 0.005
@@ -63,7 +64,8 @@ class PixelArea:
         """How areas were measured, for the report."""
         if self.nominal is not None:
             return f"grid cells of {self.nominal:.6g} ha ({self.crs.name})"
-        return f"cells on the {self.crs.ellipsoid.name} ellipsoid, per block ({self.crs.name})"
+        ellipsoid = self.crs.ellipsoid.name if self.crs.ellipsoid is not None else "unknown"
+        return f"cells on the {ellipsoid} ellipsoid, per block ({self.crs.name})"
 
 
 def polygon_hectares(frame: gpd.GeoDataFrame, grid: Grid) -> np.ndarray:
@@ -72,5 +74,8 @@ def polygon_hectares(frame: gpd.GeoDataFrame, grid: Grid) -> np.ndarray:
     pixel_area = PixelArea(grid)
     if pixel_area.nominal is not None:
         return np.asarray(frame.geometry.area, float) * pixel_area.unit * pixel_area.unit / 10_000
-    lonlat = frame.to_crs(pixel_area.crs.geodetic_crs.to_wkt())
+    geodetic = pixel_area.crs.geodetic_crs
+    if geodetic is None:
+        raise WetmapError("the grid's CRS has no geodetic CRS to measure areas on", pixel_area.crs.name)
+    lonlat = frame.to_crs(geodetic.to_wkt())
     return np.array([abs(pixel_area.geod.geometry_area_perimeter(g)[0]) / 10_000 for g in lonlat.geometry], float)

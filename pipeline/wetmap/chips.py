@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask
 import geopandas as gpd
@@ -30,8 +30,12 @@ import numpy as np
 import rasterio
 import shapely
 import zarr
+import zarr.codecs
+import zarr.storage
 from rasterio.windows import Window
 from zarr.codecs.bytes import Endian
+from zarr.core.chunk_key_encodings import ChunkKeyEncodingParams
+from zarr.core.metadata import ArrayV3Metadata
 
 from wetmap import __version__
 from wetmap.chipmask import ChipCounts, mask_chip
@@ -46,6 +50,9 @@ from wetmap.labels import LabelCodes
 from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
 from wetmap.tiling import Tile, TileGrid
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 LABEL_UNKNOWN = 255
 SPLITS = ("train", "val", "test")
 BUFFER = "buffer"  # a chip touching blocks of two splits: dropped, so no pixel is in two splits
@@ -57,7 +64,7 @@ MASKS = ("image", "label", "valid", "clear")
 UNLABELLED_CLEAR = 0.5
 CHIPS_PER_TASK = 16  # tiles are visited in row-major order, so a batch reuses the blocks it decoded
 TILE_CACHE_MB = 64   # GDAL block cache per process while tiling: a row of blocks, not the scene
-FLAT_KEYS = {"name": "default", "separator": "."}
+FLAT_KEYS: ChunkKeyEncodingParams = {"name": "default", "separator": "."}
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,7 @@ def _store_arrays(store: str) -> dict[str, zarr.Array]:
     key = (store, threading.get_ident())
     if key not in _STORES:
         group = zarr.open_group(store, mode="r+")
-        _STORES[key] = {name: group[name].with_config({"write_empty_chunks": True})
+        _STORES[key] = {name: cast(zarr.Array, group[name]).with_config({"write_empty_chunks": True})
                         for name in MASKS}
     return _STORES[key]
 
@@ -325,6 +332,8 @@ def _raw_chunk_folder(array: zarr.Array) -> Path | None:
     A raw chunk (Zarr v3's `bytes` codec alone, little endian or single bytes) is a file holding
     the whole chunk's bytes in C order, named by the array's chunk key encoding.
     """
+    if not isinstance(array.metadata, ArrayV3Metadata):
+        return None
     codecs = array.metadata.codecs
     if (isinstance(array.store, zarr.storage.LocalStore) and len(codecs) == 1
             and isinstance(codecs[0], zarr.codecs.BytesCodec) and codecs[0].endian in (Endian.little, None)):
@@ -354,7 +363,7 @@ def _store_chunks(array: zarr.Array, start: int, data: np.ndarray) -> None:
             pad = np.full((step - len(chunk), *chunk.shape[1:]), array.fill_value, chunk.dtype)
             chunk = np.concatenate([chunk, pad])
         key = array.metadata.encode_chunk_key(((start + k) // step,) + (0,) * (data.ndim - 1))
-        (folder / key).write_bytes(np.ascontiguousarray(chunk, dtype=little))
+        (folder / key).write_bytes(np.ascontiguousarray(chunk, dtype=little).data)
 
 
 def _store_kept(array: zarr.Array, first: int, data: np.ndarray, kept: Sequence[bool]) -> None:
@@ -398,7 +407,7 @@ class ChipStoreSummary:
 
 
 def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = False,
-                     client: object | None = None) -> ChipStoreSummary:
+                     client: Client | None = None) -> ChipStoreSummary:
     """Cut `cfg.image` into chips (image, label, valid) in a Zarr store with index and statistics."""
     out = Path(out)
     if out.exists() and not overwrite:
@@ -431,14 +440,13 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         # sharded: Zarr builds each shard in fresh memory, and the page faults cost more than the
         # extra files (an A/B run of the benchmark's tiling with LZ4 chips: 0.64 of the read rate
         # sharded, 0.74 not). Chunk files side by side: no directory per chunk.
-        codecs = {"compressors": [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")]
-                  if cfg.compress else None, "chunk_key_encoding": FLAT_KEYS}
+        compressors = [zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")] if cfg.compress else None
         n, s = len(tiles), cfg.size
         group.create_array("image", shape=(n, n_bands, s, s), chunks=(1, n_bands, s, s), dtype=dtype, fill_value=0,
-                           **codecs)
+                           compressors=compressors, chunk_key_encoding=FLAT_KEYS)
         for name, dtype_, fill in (("label", "uint8", LABEL_UNKNOWN), ("valid", "bool", False), ("clear", "bool", False)):
             group.create_array(name, shape=(n, s, s), chunks=(CHIPS_PER_TASK, s, s), dtype=dtype_, fill_value=fill,
-                               **codecs)
+                               compressors=compressors, chunk_key_encoding=FLAT_KEYS)
         all_tiles = list(tiles)
         batches: dict[int, list[tuple[int, Window, str]]] = {}
         for i, (tile, split) in enumerate(zip(all_tiles, splits)):

@@ -46,7 +46,8 @@ def write_cloud_map(image: str | Path, out: str | Path, *, clouds: str | None = 
     """Write the mask `clouds` resolves to for `image` (see `resolve_mask`) to `out` and `out.qml`."""
     with staged_output(out, overwrite, [Path(os.fspath(out)).with_suffix(".qml").name]) as local:
         result = _write_cloud_map(image, local, clouds, cloud or CloudConfig(), band_names, overwrite)
-    return result if output_url(out) is None else replace(result, path=output_url(out))
+    url = output_url(out)
+    return result if url is None else replace(result, path=url)
 
 
 def _write_cloud_map(image: str | Path, out: Path, clouds: str | None, cloud: CloudConfig,

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dask
 
 from wetmap.errors import WetmapError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # Dask's nannies set MALLOC_TRIM_THRESHOLD_ for their workers, so that freed memory goes back to
 # the OS at once. Setting it also switches off glibc's dynamic mmap threshold (mallopt(3)): every
@@ -26,7 +30,7 @@ GLIBC_MALLOC_DEFAULTS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESH
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[object | None]:
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Client | None]:
     """A distributed Client for the duration of the block, or None for in-process threads."""
     if workers is not None and scheduler is not None:
         raise WetmapError("give either --workers or --scheduler, not both")

@@ -20,6 +20,9 @@ DEFAULT_BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 DEFAULT_SCL_INVALID = [0, 1, 3, 8, 9, 10]
 
 
+TrainPrecision = Literal["32-true", "16-mixed", "bf16-mixed"]   # Lightning's names for the trainer
+
+
 class Strict(BaseModel):
     """A config section in which an unknown key (a typo) is an error, also when set later."""
 
@@ -229,7 +232,7 @@ class TrainConfig(Strict):
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"  # e.g. "ddp" for several GPUs
-    precision: str | None = None
+    precision: TrainPrecision | None = None
     num_workers: int = Field(0, ge=0)
 
 
@@ -286,6 +289,13 @@ class PredictConfig(Strict):
         if overlap * 2 >= tile:
             raise WetmapError(f"overlap {overlap} must be less than half of the {tile} px window", "--overlap")
         return self.model_copy(update={"tile_size": tile, "overlap": overlap})
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """(tile size, overlap) of a config that `windows_for` has completed."""
+        if self.tile_size is None or self.overlap is None:
+            raise RuntimeError("the prediction window is not set yet: PredictConfig.windows_for")
+        return self.tile_size, self.overlap
 
 
 class EvaluateConfig(Strict):

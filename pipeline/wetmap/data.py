@@ -71,6 +71,8 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
     """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory;
     the label raster's values must be `classes` indexes unless `cfg.label_values` maps them."""
     images, labs, valids, clears, splits = [], [], [], [], []
+    if cfg.image is None or cfg.labels is None:
+        raise WetmapError("data.image and data.labels are needed to cut chips in memory")
     inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names,
                            LabelCodes.of(classes, cfg.label_values))
     if inputs.mask is not None and inputs.mask.pending:
@@ -81,7 +83,7 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
         tiles = TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size)
         # The same block split as `wetmap tile`: blocks of split_block x split_block chips.
         block_split = split_by_blocks(tiles, cfg.split_block * cfg.chip_size, cfg.val_fraction, 0.0, seed)
-        for tile, split in zip(tiles, block_split):
+        for tile, tile_split in zip(tiles, block_split):
             chip = reader.read(tile.window)
             if chip.valid.mean() < cfg.min_valid:
                 continue
@@ -89,7 +91,7 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
             labs.append(chip.label)
             valids.append(chip.valid)
             clears.append(chip.clear)
-            splits.append(split)
+            splits.append(tile_split)
     if not images:
         raise WetmapError(f"no chip has at least {cfg.min_valid:.0%} valid pixels", cfg.image)
     split = np.array(splits)
@@ -101,8 +103,9 @@ def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("oth
     mean, std = band_stats(image[train], clear[train])
     used = np.isin(split, ("train", "val"))
     wet = ((label == 1) & valid)[used].sum()
-    summary = {"valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum())),
-               "clouds": inputs.mask.describe() if inputs.mask else "none"}
+    summary: dict[str, float | int | str] = {
+        "valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum())),
+        "clouds": inputs.mask.describe() if inputs.mask else "none"}
     wetland = ((label == 1) & valid).mean((1, 2)) / np.maximum(valid.mean((1, 2)), 1e-12)
     return ChipSet(image, label, valid, clear, split, list(cfg.bands), mean, std, summary, inputs.scene.describe(),
                    wetland, np.flatnonzero(np.isin(split, ("train", "val", "test"))))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def model_level(level: str) -> str:
 
 def csmask_bands(available: set[str]) -> tuple[str, ...] | None:
     """The scene bands ukis-csmask reads (its 6-band model where SWIR is there, else 4 bands)."""
-    chosen = []
+    chosen: list[str] = []
     for key, names in CSMASK_BANDS.items():
         found = next((n for n in ((names,) if isinstance(names, str) else names) if n in available), None)
         if found is None:
@@ -98,7 +98,7 @@ class CsmaskDetector:
         self._providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         self.device = "cuda" if use_cuda else "cpu"
         self._model, self._threads = str(base.with_suffix(".onnx")), threads
-        self._session = None   # opened on first use: a cached mask needs only the name
+        self._session: Any = None   # opened on first use (onnxruntime.InferenceSession): a cached mask needs only the name
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         if self._session is None:
@@ -107,9 +107,10 @@ class CsmaskDetector:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = self._threads
             self._session = onnxruntime.InferenceSession(self._model, options, providers=self._providers)
+        session = self._session
         x = (batch[:, self._order] - self._mean) / self._std
-        name = self._session.get_inputs()[0].name
-        logits = self._session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+        name = session.get_inputs()[0].name
+        logits = session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
         logits = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -34,6 +35,12 @@ def check_indices(indices: Sequence[str], bands: Sequence[str]) -> None:
                              f"({', '.join(bands)}) lack")
 
 
+@overload
+def normalize(raw: torch.Tensor, mean: np.ndarray, std: np.ndarray, valid: torch.Tensor | None = None,
+              inplace: bool = False) -> torch.Tensor: ...
+@overload
+def normalize(raw: np.ndarray, mean: np.ndarray, std: np.ndarray, valid: np.ndarray | None = None,
+              inplace: bool = False) -> np.ndarray: ...
 def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
               valid: np.ndarray | torch.Tensor | None = None, inplace: bool = False) -> np.ndarray | torch.Tensor:
     """(…,C,H,W) raw band values to zero-mean unit-variance input; unusable pixels become 0.
@@ -44,19 +51,20 @@ def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
     if isinstance(raw, torch.Tensor):
         m = torch.as_tensor(mean, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
         s = torch.as_tensor(std, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
+        ok = None if valid is None else torch.as_tensor(valid, device=raw.device)   # a tensor as it is
         if inplace and raw.dtype == torch.float32:
             x = raw.sub_(m).div_(s)
-            if valid is not None and not bool(valid.all()):   # most tiles are clear throughout
-                x.mul_(valid.unsqueeze(-3))
+            if ok is not None and not bool(ok.all()):   # most tiles are clear throughout
+                x.mul_(ok.unsqueeze(-3))
             return x
         x = (raw.float() - m) / s
-        if valid is not None:
-            x = x * valid.unsqueeze(-3).to(x.dtype)
+        if ok is not None:
+            x = x * ok.unsqueeze(-3).to(x.dtype)
         return x
-    x = (raw.astype(np.float32) - mean.astype(np.float32)[:, None, None]) / std.astype(np.float32)[:, None, None]
+    y = (raw.astype(np.float32) - mean.astype(np.float32)[:, None, None]) / std.astype(np.float32)[:, None, None]
     if valid is not None:
-        x *= valid[..., None, :, :]
-    return x
+        y *= np.asarray(valid)[..., None, :, :]
+    return y
 
 
 # The name of the clear-mask channel (1 clear, 0 hidden), after the bands and indices.

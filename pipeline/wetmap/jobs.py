@@ -191,6 +191,8 @@ def region_frame(cfg: JobConfig, source: Path) -> gpd.GeoDataFrame:
     spec = cfg.region
     if spec.bounds is not None:
         return gpd.GeoDataFrame({"name": [cfg.name]}, geometry=[shapely.box(*spec.bounds)], crs=spec.crs)
+    if spec.file is None:
+        raise WetmapError("region: give a file or bounds", source)
     gdf = read_polygons(spec.file)
     names = region_names(gdf, spec.field, spec.file)
     gdf = gdf.assign(name=names)[["name", "geometry"]]

@@ -131,6 +131,8 @@ class _MaskedSums(torch.autograd.Function):
 class _OverlapLoss(nn.Module):
     """Shared machinery of the Dice-like losses: masked sums, reductions, empty-sample rules."""
 
+    class_weights: Tensor | None   # a buffer, moved with the module
+
     def __init__(self, mode: Mode = "binary", from_logits: bool = True, smooth_nr: float = 1e-5,
                  smooth_dr: float = 1e-5, squared: bool = False, batch: bool = False,
                  include_background: bool = True, average: Literal["macro", "micro"] = "macro",
@@ -162,6 +164,7 @@ class _OverlapLoss(nn.Module):
         else:  # class indices: one-hot by comparison, as float 0/1 through uint8 (fast on the CPU)
             index = target.reshape(n, 1, *x.shape[2:])
             classes = torch.arange(c, device=x.device).view(1, c, 1, 1) if self.mode == "multiclass" else 1
+            usable: Tensor | None
             if valid is not None:
                 usable = valid.reshape(index.shape).bool()
             else:  # without a mask, pixels whose target is no class (e.g. 255) are still left out

@@ -34,11 +34,11 @@ def confusion(pred_labels: Any, target: Any, valid: Any | None, num_classes: int
         return torch.stack(matrix_counts(cm), 1).to(torch.int64)
     p = np.asarray(xp_pred).astype(np.int64, copy=False)
     t = np.asarray(xp_target).astype(np.int64, copy=False)
-    keep = (p >= 0) & (p < num_classes) & (t >= 0) & (t < num_classes)
+    kept = (p >= 0) & (p < num_classes) & (t >= 0) & (t < num_classes)
     if valid is not None:
-        keep &= np.asarray(valid).reshape(-1).astype(bool, copy=False)
-    cm = np.bincount(t[keep] * num_classes + p[keep], minlength=num_classes * num_classes)
-    return np.stack(matrix_counts(cm.reshape(num_classes, num_classes)), 1).astype(np.int64)
+        kept &= np.asarray(valid).reshape(-1).astype(bool, copy=False)
+    counts = np.bincount(t[kept] * num_classes + p[kept], minlength=num_classes * num_classes)
+    return np.stack(matrix_counts(counts.reshape(num_classes, num_classes)), 1).astype(np.int64)
 
 
 def matrix_counts(cm: Any) -> tuple[Any, Any, Any, Any]:

@@ -12,7 +12,7 @@ import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from wetmap.inputs import InputStep
 BUNDLE_FORMAT = "wetmap-bundle/1"
 
 
-def task_kind(num_classes: int) -> str:
+def task_kind(num_classes: int) -> Literal["binary", "multiclass"]:
     """Two classes train as one sigmoid channel (binary); more as softmax (multiclass)."""
     return "binary" if num_classes == 2 else "multiclass"
 

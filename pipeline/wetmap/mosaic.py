@@ -10,6 +10,7 @@ touch them: memory holds one strip of tiles, however tall the raster.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ class StripAccumulator:
 
 
 def open_strip_writer(path: Path, grid: Grid, dtype: str, description: str,
-                      colormap: dict[int, tuple[int, ...]] | None, tags: dict[str, str]) -> rasterio.io.DatasetWriter:
+                      colormap: Mapping[int, tuple[int, ...]] | None, tags: dict[str, str]) -> rasterio.io.DatasetWriter:
     """A tiled, uncompressed GeoTIFF to receive strips; the COG conversion compresses it once
     (compressing here as well took longer than reading, blending and writing together)."""
     profile = {k: v for k, v in tiled_profile(grid, 1, dtype, NODATA, blocksize=512).items()

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -54,6 +54,9 @@ from wetmap.scenes import CONVENTION, MaskSource, SceneReader, SceneSpec, open_s
 from wetmap.scenes.check import check_range, level_mismatch
 from wetmap.styles import paletted_qml, probability_qml
 from wetmap.tiling import Tile, TileGrid
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,7 +121,7 @@ class TilePredictor:
         x = self.inputs(x, ok, inplace=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        total = None
+        total: torch.Tensor | None = None
         for turns, flip in self.views:
             view = torch.rot90(x, turns, (-2, -1)) if turns else x
             view = view.flip(-1) if flip else view
@@ -127,6 +130,7 @@ class TilePredictor:
             p = p.flip(-1) if flip else p
             p = torch.rot90(p, -turns, (-2, -1)) if turns else p
             total = p if total is None else total.add_(p)
+        assert total is not None, "TTA_VIEWS always hold the view itself"
         if len(self.views) > 1:
             total /= len(self.views)
         return total.cpu().numpy()
@@ -213,7 +217,7 @@ def predict_strips(predictor: TilePredictor, stack: SceneStack, tiles: TileGrid,
     Batches never cross a tile row, so a tile's batch (and so its exact output) does not depend
     on where a part of the scene starts.
     """
-    acc = StripAccumulator(tiles, predictor.bundle.channels, min(8, cfg.overlap // 4), first_row=first)
+    acc = StripAccumulator(tiles, predictor.bundle.channels, min(8, cfg.window[1] // 4), first_row=first)
     last_col = tiles.shape[1] - 1
     wanted = (tile for i in range(first, stop) for tile in tiles.row(i))
     pending: list[tuple[Tile, list[tuple[np.ndarray, np.ndarray]]]] = []
@@ -290,7 +294,7 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
         _WORKER_PREDICTORS[key] = TilePredictor(load_bundle(bundle_path), resolve_device(cfg.device), cfg.precision,
                                                 cfg.tta)
     predictor = _WORKER_PREDICTORS[key]
-    tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
+    tiles = TileGrid(grid.width, grid.height, *cfg.window)
     top = tiles.row_starts[first]
     bottom = tiles.row_starts[stop] if stop < tiles.shape[0] else grid.height
     classes = np.full((bottom - top, grid.width), NODATA, np.uint8)
@@ -318,7 +322,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
                    clouds: Sequence[str | Path | None] | None = None, cfg: PredictConfig | None = None,
                    probabilities: bool = False, vectorize: bool = False, min_area_ha: float = 0.0,
                    crs: CRS | None = None, resolution: float | None = None, region: gpd.GeoSeries | None = None,
-                   client: object | None = None, overwrite: bool = False, band_names: Sequence[str] | None = None,
+                   client: Client | None = None, overwrite: bool = False, band_names: Sequence[str] | None = None,
                    force: bool = False) -> PredictResult:
     """Predict one or several scenes into one class COG (optionally a probability COG and wetland
     polygons), each beside a QGIS style. `images` are scenes in any form (wetmap.scenes);
@@ -336,15 +340,18 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     if url is not None:
         if any(gdal_path(url) == band.path for i in images for band in open_scene(i, band_names).bands):
             raise WetmapError("this output is also an input of the run; choose another output name", url)
-        family = [p.name for p in output_names(Path(posixpath.basename(url))).values()]
-        with staged_output(url, overwrite, family) as local:
+        names = [p.name for p in output_names(Path(posixpath.basename(url))).values()]
+        with staged_output(url, overwrite, names) as local:
             result = predict_mosaic(bundle, images, local, clouds=clouds, cfg=cfg, probabilities=probabilities,
                                     vectorize=vectorize, min_area_ha=min_area_ha, crs=crs, resolution=resolution,
                                     region=region, client=client, overwrite=True, band_names=band_names, force=force)
         folder = posixpath.dirname(url)
-        return replace(result, classes=url, **{role: join(folder, Path(path).name) for role, path in
-                                               (("probabilities", result.probabilities), ("vectors", result.vectors))
-                                               if path is not None})
+
+        def uploaded(path: Path | str | None) -> str | None:
+            return None if path is None else join(folder, Path(path).name)
+
+        return replace(result, classes=url, probabilities=uploaded(result.probabilities),
+                       vectors=uploaded(result.vectors))
     cfg = cfg or PredictConfig()
     start = time.perf_counter()
     if not images:
@@ -361,7 +368,7 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     roles = ["classes", "style", *(["probability", "probability_style"] if probabilities else []),
              *(["polygons"] if vectorize else [])]
     written = [family[role] for role in reversed(roles)]  # the class map last: once it is there, all are
-    with OutputSet(written, overwrite, family.values()) as outputs:
+    with OutputSet(written, overwrite, list(family.values())) as outputs:
         result = _predict_into(outputs, bundle, scenes, out, prob_path, vec_path, cfg, crs, resolution, region,
                                client, force, min_area_ha, start)
     return result
@@ -376,17 +383,18 @@ def output_names(out: Path) -> dict[str, Path]:
 
 def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[Scene], out: Path,
                   prob_path: Path | None, vec_path: Path | None, cfg: PredictConfig, crs: CRS | None,
-                  resolution: float | None, region: gpd.GeoSeries | None, client: object | None, force: bool,
+                  resolution: float | None, region: gpd.GeoSeries | None, client: Client | None, force: bool,
                   min_area_ha: float, start: float) -> PredictResult:
     if client is not None and isinstance(bundle, Bundle):
         raise WetmapError("Dask prediction needs the bundle's path, so that each worker loads it")
     bundle_path = str(bundle) if not isinstance(bundle, Bundle) else None
+    loaded: Bundle | None = bundle if isinstance(bundle, Bundle) else None
     if bundle_path is not None and client is None:
         from wetmap.model import load_bundle
 
-        bundle = load_bundle(bundle_path)
+        loaded = load_bundle(bundle_path)
     device = resolve_device(cfg.device)
-    info = _bundle_info(bundle if isinstance(bundle, Bundle) else None, bundle_path)
+    info = _bundle_info(loaded, bundle_path)
     cfg = cfg.windows_for(info["chip_size"])
     check_scenes(scenes, info, force)
     scenes[:] = [scene.ready(cfg.cloud) for scene in scenes]   # inputs checked: detect clouds where asked
@@ -394,7 +402,7 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
     clip = (region.crs, tuple(region.total_bounds)) if region is not None else None
     grid = mosaic_grid([scene_grid(s.spec.select(info["bands"])) for s in scenes], crs, resolution, clip)
     inside = region.to_crs(grid.crs).union_all() if region is not None else None
-    tiles = TileGrid(grid.width, grid.height, cfg.tile_size, cfg.overlap)
+    tiles = TileGrid(grid.width, grid.height, *cfg.window)
     tags = {"CLASSES": ",".join(info["classes"]), "MODEL_BANDS": ",".join(info["bands"]),
             "WETLAND_THRESHOLD": f"{info['threshold']:g}", "WINDOW": f"{cfg.tile_size} px, overlap {cfg.overlap}",
             "SOURCE": ",".join(s.name for s in scenes), "REFLECTANCE": CONVENTION,
@@ -422,17 +430,17 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
             counts[2] += int(np.count_nonzero(labels == wet))
 
         try:
-            if client is None:
-                predictor = TilePredictor(bundle, device, cfg.precision, cfg.tta)
+            if loaded is not None:
+                predictor = TilePredictor(loaded, device, cfg.precision, cfg.tta)
                 precision = str(predictor.amp).removeprefix("torch.") if predictor.amp else "fp32"
-                stack = SceneStack(scenes, grid, bundle.bands, cfg.cloud)
+                stack = SceneStack(scenes, grid, loaded.bands, cfg.cloud)
                 try:
                     for row, strip, valid in predict_strips(predictor, stack, tiles, 0, tiles.shape[0], cfg):
                         write(row, class_labels(strip, valid, info["threshold"]),
                               percent(class_probability(strip, wet), valid))
                 finally:
                     stack.close()
-            else:
+            elif bundle_path is not None:
                 _predict_on_cluster(client, bundle_path, scenes, grid, cfg, tiles, write)
                 precision = cfg.precision
         finally:
@@ -453,9 +461,10 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
 
         vectorize_classes(outputs[out], outputs[vec_path], wet, info["classes"][wet], min_area_ha,
                           info["colors"].get(wet))
-    pixels, valid, wetland = (int(v) for v in counts)
-    return PredictResult(out, prob_path, vec_path, list(info["classes"]), len(scenes), pixels, valid / max(1, pixels),
-                         wetland / max(1, valid), time.perf_counter() - start, str(device), precision, notes)
+    n_pixels, n_valid, n_wetland = (int(v) for v in counts)
+    return PredictResult(out, prob_path, vec_path, list(info["classes"]), len(scenes), n_pixels,
+                         n_valid / max(1, n_pixels), n_wetland / max(1, n_valid), time.perf_counter() - start,
+                         str(device), precision, notes)
 
 
 def refuse_inputs_as_outputs(scenes: Sequence[Scene], bundle: Bundle | str | Path,
@@ -505,6 +514,8 @@ def _bundle_info(bundle: Bundle | None, path: str | None) -> dict[str, Any]:
                 "threshold": bundle.threshold}
     from wetmap.model import read_bundle_info
 
+    if path is None:
+        raise TypeError("_bundle_info needs a bundle or its path")
     return read_bundle_info(path)
 
 

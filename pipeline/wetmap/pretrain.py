@@ -17,10 +17,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from wetmap.config import TrainRunConfig
+from wetmap.config import TrainPrecision, TrainRunConfig
 from wetmap.data import ChipDataset, ChipSet, SeededOrder
 from wetmap.errors import WetmapError
 from wetmap.inputs import InputStep
@@ -61,14 +62,14 @@ class MaskedReconstruction(L.LightningModule):
         if value is not None:
             self.losses.append(float(value))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=1e-4)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs, eta_min=self.lr * 0.02)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
 def pretrain(network: nn.Module, chips: ChipSet, step: InputStep, cfg: TrainRunConfig,
-             accelerator: str, precision: str) -> dict[str, Any]:
+             accelerator: str, precision: TrainPrecision) -> dict[str, Any]:
     """Pretrain `network` (a U-Net / DeepLabV3+ of TorchGeo) in place on every stored chip."""
     from torchgeo.trainers import SemanticSegmentationTask
 

@@ -83,10 +83,11 @@ def read_weights(path: str | Path, bands: Sequence[str] | None = None, mean: Seq
         if len(names) != n:
             raise WetmapError(f"model.weights_bands names {len(names)} bands; the file's first layer takes {n}", path)
     else:
-        names = DEFAULT_BANDS.get(n)
-        if names is None:
+        known = DEFAULT_BANDS.get(n)
+        if known is None:
             raise WetmapError(f"the file's first layer takes {n} channels: name them with model.weights_bands", path)
-    if (mean is None) != (std is None) or (mean is not None and not len(mean) == len(std) == n):
+        names = known
+    if (mean is None) != (std is None) or (mean is not None and std is not None and not len(mean) == len(std) == n):
         raise WetmapError(f"model.weights_mean and weights_std: give both, one value per the file's {n} bands", path)
     return Pretrained(state, names, None if mean is None else np.asarray(mean, float),
                       None if std is None else np.asarray(std, float), kind)

@@ -68,7 +68,8 @@ class RegionTally:
         return int(self.confusion.sum()) + self.masked + self.unknown
 
     def class_counts(self, c: int) -> tuple[int, int, int, int]:
-        return tuple(int(v[c]) for v in matrix_counts(self.confusion))
+        tp, fp, fn, tn = (int(v[c]) for v in matrix_counts(self.confusion))
+        return tp, fp, fn, tn
 
 
 def region_names(gdf: gpd.GeoDataFrame, region_field: str | None, path: str | Path) -> list[str]:
@@ -147,8 +148,9 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
         try:
             work = counter.work(list(blocks(grid.width, grid.height, BLOCK)))
             for (window, hits), *layers in read_ahead(work, lambda item: counter.read(item[0]), READ_AHEAD):
+                block_pred, block_truth, block_clear = layers
                 before = counts[hits, :k * k].copy()
-                counter.zonal.add(*layers, int(window.row_off), int(window.col_off), hits)
+                counter.zonal.add(block_pred, block_truth, block_clear, int(window.row_off), int(window.col_off), hits)
                 areas[hits] += (counts[hits, :k * k] - before) * pixel_area.of(window)
         finally:
             counter.close()

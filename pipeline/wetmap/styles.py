@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -18,7 +19,7 @@ def _hex(rgba: tuple[int, ...]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgba[:3])
 
 
-def paletted_qml(names: list[str] | dict[int, str], colors: dict[int, tuple[int, ...]], nodata: int = 255) -> str:
+def paletted_qml(names: list[str] | dict[int, str], colors: Mapping[int, tuple[int, ...]], nodata: int = 255) -> str:
     """A QGIS raster style: paletted renderer with one labelled entry per class (`names` by value,
     or a list for values 0, 1, ...); a colour's fourth component is its alpha."""
     by_value = names if isinstance(names, dict) else dict(enumerate(names))
@@ -103,7 +104,7 @@ def dice_color(dice: float | None) -> tuple[int, int, int]:
     return DICE_BINS[-1][2]
 
 
-def _fill_symbol(name: int, rgb: tuple[int, int, int], style: str = "solid") -> str:
+def _fill_symbol(name: int, rgb: tuple[int, ...], style: str = "solid") -> str:
     color = ",".join(map(str, rgb))
     return f"""      <symbol type="fill" name="{name}" alpha="0.6" clip_to_extent="1" force_rhr="0">
         <layer class="SimpleFill" enabled="1" pass="0" locked="0">

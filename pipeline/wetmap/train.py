@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import kornia.augmentation as K
 import lightning as L
@@ -24,11 +24,12 @@ import yaml
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch.utils.data import DataLoader
 from torchgeo.trainers import SemanticSegmentationTask
 
 from wetmap.chips import LABEL_UNKNOWN
-from wetmap.config import TrainRunConfig, dump
+from wetmap.config import TrainPrecision, TrainRunConfig, dump
 from wetmap.data import (
     ChipDataModule,
     ChipDataset,
@@ -52,9 +53,11 @@ class WetmapTask(SemanticSegmentationTask):
 
     monitor = "val_dice"
     mode = "max"
+    val_counts: torch.Tensor   # a buffer (configure_metrics)
 
-    def __init__(self, model: str = "unet", backbone: str = "resnet18", weights: str | None = None,
-                 in_channels: int = 6, task: str = "binary", num_classes: int | None = None,
+    def __init__(self, model: Literal["unet", "deeplabv3+", "fcn"] = "unet", backbone: str = "resnet18",
+                 weights: str | None = None, in_channels: int = 6, task: Literal["binary", "multiclass"] = "binary",
+                 num_classes: int | None = None,
                  lr: float = 1e-3, patience: int = 10, loss_name: str = "dice",
                  loss_options: dict[str, Any] | None = None, masked: bool = True, n_classes: int = 2,
                  augment: str = "dihedral", jitter: float = 0.1, n_bands: int | None = None,
@@ -98,7 +101,7 @@ class WetmapTask(SemanticSegmentationTask):
         self.criterion = build_loss(self.hparams["loss_name"], mode=self.hparams["task"],
                                     **dict(self.hparams["loss_options"] or {}))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW with a cosine decay over the run (TorchGeo's plateau schedule minimises the monitor)."""
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
         epochs = self.trainer.max_epochs if self.trainer and self.trainer.max_epochs else 1
@@ -171,7 +174,7 @@ def selection_metric(chips: ChipSet) -> tuple[str, str]:
     return "val_loss", "min"
 
 
-def resolve_precision(cfg_precision: str | None, accelerator: str) -> str:
+def resolve_precision(cfg_precision: TrainPrecision | None, accelerator: str) -> TrainPrecision:
     """bf16 mixed precision on GPUs that support it, fp16 mixed on older GPUs, fp32 on the CPU."""
     if cfg_precision:
         return cfg_precision
@@ -252,7 +255,7 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
                       weight_decay=t.weight_decay, seed=cfg.seed)
     weights_report = None
     if pretrained is not None and not resume:   # a resumed run's weights come from its checkpoint
-        weights_report = apply_weights(task.model, pretrained, step.names, m.weights)
+        weights_report = apply_weights(task.model, pretrained, step.names, m.weights or "")
         weights_report.update(mean=step.mean.tolist(), std=step.std.tolist())
     accelerator = "gpu" if t.accelerator == "cuda" else t.accelerator
     precision = resolve_precision(t.precision, t.accelerator)

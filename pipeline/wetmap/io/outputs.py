@@ -80,8 +80,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
     """`exc` and the exceptions that caused it, innermost last (rasterio's "Write failed. See
     previous exception" is raised from GDAL's own message)."""
     found = [exc]
-    while len(found) < 8 and (found[-1].__cause__ or found[-1].__context__) is not None:
-        found.append(found[-1].__cause__ or found[-1].__context__)
+    while len(found) < 8 and (inner := found[-1].__cause__ or found[-1].__context__) is not None:
+        found.append(inner)
     return found
 
 
@@ -292,8 +292,11 @@ class OutputSet:
         self._work.append(path)
         return path
 
-    def expect(self, final: str | Path, pixels: list[int]) -> None:
-        """The band checksums that raster output `final` must have (of what it was copied from)."""
+    def expect(self, final: str | Path, pixels: list[int] | None) -> None:
+        """The band checksums that raster output `final` must have (of what it was copied from;
+        `verify`'s result for a raster, never None there)."""
+        if pixels is None:
+            raise TypeError(f"no checksums to expect for {final}: verify returns them for rasters only")
         self._pixels[Path(final)] = pixels
 
     def __getitem__(self, final: str | Path) -> Path:

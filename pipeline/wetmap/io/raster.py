@@ -7,9 +7,10 @@ or a raster without a CRS is one clear error wherever it is first touched.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -24,6 +25,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from wetmap.errors import WetmapError, first_line
+
+if TYPE_CHECKING:
+    import xarray as xr
 from wetmap.io.paths import check_local, gdal_path, is_remote
 
 # Bounded GDAL block cache (MB) so memory stays flat however large the raster is.
@@ -247,7 +251,7 @@ def _fmt(bounds: Sequence[float]) -> str:
 
 
 def write_raster(path: Path, data: np.ndarray, grid: Grid, *, nodata: float | None,
-                 descriptions: Sequence[str] | None = None, colormap: dict[int, tuple[int, ...]] | None = None,
+                 descriptions: Sequence[str] | None = None, colormap: Mapping[int, tuple[int, ...]] | None = None,
                  tags: dict[str, str] | None = None, blocksize: int = 256) -> None:
     """Write a small (C,H,W) array as a tiled, DEFLATE-compressed GeoTIFF."""
     data = data[None] if data.ndim == 2 else data
@@ -286,10 +290,19 @@ def open_lazy(path: str | Path, bands: Sequence[str | int] | None = None, *, nam
         indexes = band_indexes(src, bands)
         block_h, block_w = src.block_shapes[0]
         names = [src.descriptions[i - 1] or str(i) for i in indexes]
-    da = rioxarray.open_rasterio(path, chunks={"band": 1, "y": block_h, "x": block_w}, lock=False,
-                                 masked=False)
+    da = _data_array(rioxarray.open_rasterio(path, chunks={"band": 1, "y": block_h, "x": block_w}, lock=False,
+                                             masked=False), path)
     da = da.isel(band=[i - 1 for i in indexes]).assign_coords(band=names)
     return da.rename(name) if name else da
+
+
+def _data_array(opened: object, path: str | Path) -> xr.DataArray:
+    """rioxarray's result for a plain raster; a file of subdatasets (HDF, NetCDF) opens as a Dataset."""
+    import xarray as xr
+
+    if not isinstance(opened, xr.DataArray):
+        raise WetmapError("holds several subdatasets, not one raster: name one of them (GDAL's SUBDATASET path)", path)
+    return opened
 
 
 def stack_bands(paths: dict[str, str | Path], reference: str, *,
@@ -314,6 +327,6 @@ def stack_bands(paths: dict[str, str | Path], reference: str, *,
         src = open_raster(path)
         view = aligned(src, grid, nodata=src.nodata if src.nodata is not None else 0,
                        resampling=resampling, name=path, other=paths[reference])
-        da = rioxarray.open_rasterio(view, chunks=chunks, lock=False)
+        da = _data_array(rioxarray.open_rasterio(view, chunks=chunks, lock=False), path)
         layers.append(da.isel(band=[0]).assign_coords(band=[band]))
     return xr.concat(layers, dim="band")

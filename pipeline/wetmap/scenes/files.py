@@ -36,7 +36,7 @@ def read_raster(source: str, band_names: Sequence[str] | None = None) -> SceneSp
     if band_names is not None:
         if len(band_names) != count:
             raise WetmapError(f"--bands names {len(band_names)} bands, the file has {count}", source)
-        names = []
+        names: list[str | None] = []
         for given in band_names:
             name = canonical(given)
             if name is None:
