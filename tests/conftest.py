@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from wetmap import config
 from wetmap.sample import SampleFiles, make_sample
@@ -195,3 +196,18 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for var, value in s3_server.env().items():
         monkeypatch.setenv(var, value)
     return s3_server
+
+
+def write_job(folder: Path, sample, bundle_path: Path, root: Path, **extra) -> Path:
+    """A job file over the sample's regions and scenes (tests/test_jobs.py, test_workflows.py)."""
+    job = {
+        "name": "marshes",
+        "region": {"file": str(sample.regions), "field": "name"},
+        "scenes": {"images": [str(sample.scene_a.with_name("scene_?.tif"))], "clouds": "{stem}_scl.tif"},
+        "model": str(bundle_path), "reference": str(sample.labels), "output_root": str(root),
+        "predict": {"tile_size": 64, "overlap": 24, "batch_size": 4, "device": "cpu"},
+        **extra,
+    }
+    path = folder / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path

@@ -15,22 +15,8 @@ import pytest
 import rasterio
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, write_job
 from wetmap.jobs import job_lock, run_job
-
-
-def write_job(folder: Path, sample, bundle_path: Path, root: Path, **extra) -> Path:
-    job = {
-        "name": "marshes",
-        "region": {"file": str(sample.regions), "field": "name"},
-        "scenes": {"images": [str(sample.scene_a.with_name("scene_?.tif"))], "clouds": "{stem}_scl.tif"},
-        "model": str(bundle_path), "reference": str(sample.labels), "output_root": str(root),
-        "predict": {"tile_size": 64, "overlap": 24, "batch_size": 4, "device": "cpu"},
-        **extra,
-    }
-    path = folder / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
 
 
 def pixels(path: Path) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_jobs import write_job
+from conftest import write_job
 from wetmap import config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import json
 import shutil
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -32,6 +32,7 @@ import shapely
 import zarr
 import zarr.codecs
 import zarr.storage
+from dask.callbacks import Callback
 from rasterio.windows import Window
 from zarr.codecs.bytes import Endian
 from zarr.core.chunk_key_encodings import ChunkKeyEncodingParams
@@ -47,6 +48,7 @@ from wetmap.io.outputs import check_writable, commit_dir, remove_stale, scratch_
 from wetmap.io.raster import Grid
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.labels import LabelCodes
+from wetmap.progress import tracker
 from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
 from wetmap.tiling import Tile, TileGrid
 
@@ -326,6 +328,18 @@ def _cut_batch_rows(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Wi
     return rows
 
 
+class _TasksDone(Callback):
+    """Calls `advance(1)` as each task of one function finishes on Dask's local scheduler."""
+
+    def __init__(self, name: str, advance: Callable[[int], None]) -> None:
+        super().__init__()
+        self.name, self.advance = name, advance
+
+    def _posttask(self, key: object, result: object, dsk: object, state: object, worker_id: object) -> None:
+        if str(key[0] if isinstance(key, tuple) else key).startswith(self.name):
+            self.advance(1)
+
+
 def _raw_chunk_folder(array: zarr.Array) -> Path | None:
     """Where `array` keeps its chunk files, if it stores them raw in a local folder; else None.
 
@@ -454,8 +468,17 @@ def build_chip_store(cfg: TileConfig, out: str | Path, *, overwrite: bool = Fals
         tasks = [dask.delayed(_cut_batch)(inputs, store, jobs, s, cfg.min_valid, cfg.unlabelled)
                  for jobs in batches.values()]
         try:
-            results = (client.compute(tasks, sync=True) if client is not None
-                       else dask.compute(*tasks, scheduler="threads"))
+            with tracker("tile", len(tasks), f"batches of {CHIPS_PER_TASK} tiles") as advance:
+                if client is not None:
+                    from distributed import as_completed
+
+                    futures = client.compute(tasks)
+                    for _ in as_completed(futures):
+                        advance(1)
+                    results = client.gather(futures)
+                else:
+                    with _TasksDone(_cut_batch.__name__, advance):
+                        results = dask.compute(*tasks, scheduler="threads")
         finally:
             close_readers()
         failures = [r["failure"] for part in results for r in part if "failure" in r]

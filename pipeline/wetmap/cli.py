@@ -21,6 +21,7 @@ from rich.table import Table
 
 from wetmap import __version__, config
 from wetmap.errors import EXIT_BAD_INPUT, WetmapError, WetmapWarning
+from wetmap.progress import show as show_progress
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)  # long paths stay on one line in logs
 
@@ -38,6 +39,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*directory .* exists and is not empty.*")
 
 
+quiet_option = click.option("-q", "--quiet", is_flag=True,
+                            help="No progress: neither the bar (on a terminal) nor the once-a-minute line (in a log).")
 overrides_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                                  help="Override a config value, e.g. --set train.epochs=5 (repeatable).")
 
@@ -117,12 +120,14 @@ def _names(text: str | None) -> list[str] | None:
 @bands_option
 @label_map_option
 @_scale_options
+@quiet_option
 @overrides_option
 def tile(image: str | None, labels: str | None, clouds: str | None, level: str | None, output: Path, size: int | None,
          overlap: int | None, min_valid: float | None, split_regions: Path | None, compress: bool | None,
          unlabelled: bool | None, config_path: Path | None, overwrite: bool, band_names: str | None, label_map: str | None,
-         workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
+         workers: int | None, scheduler: str | None, quiet: bool, overrides: tuple[str, ...]) -> None:
     """Cut training chips (image, label, valid mask) from a scene into a Zarr chip store, with Dask."""
+    show_progress(quiet)
     extra: dict = {}
     for key, value in (("image", image), ("labels", labels), ("clouds", clouds), ("size", size),
                        ("overlap", overlap), ("min_valid", min_valid), ("compress", compress), ("unlabelled", unlabelled),
@@ -207,18 +212,20 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
 @click.option("--force", is_flag=True, help="Predict a scene whose values lie far outside the model's training range.")
 @bands_option
 @_scale_options
+@quiet_option
 @overrides_option
 def predict(bundle_path: Path, images: tuple[str, ...], output: str, clouds: tuple[str, ...], level: str | None,
             probabilities: bool,
             vectorize: bool, min_area: float, crs: str | None, resolution: float | None, device: str | None,
             tile_size: int | None, overlap: int | None, tta: str | None, config_path: Path | None, overwrite: bool,
-            force: bool,
-            band_names: str | None, workers: int | None, scheduler: str | None, overrides: tuple[str, ...]) -> None:
+            force: bool, band_names: str | None, workers: int | None, scheduler: str | None, quiet: bool,
+            overrides: tuple[str, ...]) -> None:
     """Predict wetlands over one or several scenes into one QGIS-ready Cloud-Optimized GeoTIFF.
 
     Several scenes make one cloud-aware mosaic: where one scene is cloudy and another clear, the
     clear one decides; where several are clear, they are blended by confidence.
     """
+    show_progress(quiet)
     extra: dict = {}
     for key, value in (("device", device), ("tile_size", tile_size), ("overlap", overlap), ("tta", tta)):
         if value is not None:
@@ -260,13 +267,15 @@ def predict(bundle_path: Path, images: tuple[str, ...], output: str, clouds: tup
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the detector runs (default auto).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing map.")
 @bands_option
+@quiet_option
 @overrides_option
 def clouds(image: str, output: str, clouds: str, level: str | None, dilate: int | None, device: str | None,
-           overwrite: bool, band_names: str | None, overrides: tuple[str, ...]) -> None:
+           overwrite: bool, band_names: str | None, quiet: bool, overrides: tuple[str, ...]) -> None:
     """Write the cloud mask SCENE would be read with (clear, cloud, shadow, grown, no data), to look at in QGIS.
 
     The map is a mask file too: `--clouds MAP.tif` uses it in tile, train, predict and evaluate.
     """
+    show_progress(quiet)
     extra = {k: v for k, v in (("level", level), ("dilate", dilate), ("device", device)) if v is not None}
     cfg = config.load(config.CloudConfig, None, extra, overrides)
     from wetmap.cloudmap import write_cloud_map
@@ -296,10 +305,13 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
               help="Evaluation YAML (see configs/evaluate.yaml).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report.")
 @label_map_option
+@quiet_option
 @overrides_option
 def evaluate(pred: str, truth: str, regions: str, output: str, clouds: str | None, region_field: str | None,
-             config_path: Path | None, overwrite: bool, label_map: str | None, overrides: tuple[str, ...]) -> None:
+             config_path: Path | None, overwrite: bool, label_map: str | None, quiet: bool,
+             overrides: tuple[str, ...]) -> None:
     """Score a prediction per region of a vector file: Dice, IoU, precision, recall, areas."""
+    show_progress(quiet)
     extra: dict = {}
     if region_field is not None:
         extra["region_field"] = region_field

@@ -22,6 +22,7 @@ from wetmap.errors import WetmapError
 from wetmap.io.outputs import OutputSet
 from wetmap.io.storage import output_url, staged_output
 from wetmap.mosaic import open_strip_writer, to_cog
+from wetmap.progress import tracker
 from wetmap.scenes import SceneReader, open_scene, resolve_mask, scene_grid
 from wetmap.scenes.spec import MaskSource, SceneSpec
 from wetmap.styles import paletted_qml
@@ -65,14 +66,16 @@ def _write_cloud_map(image: str | Path, out: Path, clouds: str | None, cloud: Cl
         strips = outputs.scratch(out, ".strips.tif")
         mask = CloudMask(source.path, grid, cloud, kind=source.kind, image_name=spec.source)
         try:
-            with SceneReader(spec.bands, grid) as reader:
+            windows = list(blocks(grid.width, grid.height, BLOCK))
+            with SceneReader(spec.bands, grid) as reader, tracker("cloud map", len(windows), "blocks") as advance:
                 dst = open_strip_writer(strips, grid, "uint8", CLASSES_DESCRIPTION, CLASS_COLORS, tags)
                 try:
-                    for window in blocks(grid.width, grid.height, BLOCK):
+                    for window in windows:
                         classes = mask.classes(window)
                         classes[~reader.read(window)[1]] = NO_DATA   # no data in the image itself
                         counts += np.bincount(classes.ravel(), minlength=256)
                         dst.write(classes, 1, window=window)
+                        advance(1)
                 finally:
                     dst.close()
         finally:

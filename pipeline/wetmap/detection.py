@@ -34,6 +34,7 @@ from wetmap.io.outputs import OutputSet
 from wetmap.io.paths import is_remote
 from wetmap.io.raster import Grid
 from wetmap.mosaic import StripAccumulator, open_strip_writer, to_cog, write_strip
+from wetmap.progress import tracker
 from wetmap.scenes.reader import SceneReader, scene_grid
 from wetmap.scenes.spec import MaskSource, SceneSpec
 from wetmap.tiling import TileGrid
@@ -156,7 +157,8 @@ def write_detection(spec: SceneSpec, detector: Detector, cfg: CloudConfig, out: 
             "CLASSES": ",".join(f"{value}={name}" for value, name in CLASS_NAMES.items())}
     with OutputSet([out], overwrite=True) as outputs:
         strips = outputs.scratch(out, ".strips.tif")
-        with SceneReader(bands, grid, strips=True) as reader:
+        with SceneReader(bands, grid, strips=True) as reader, \
+                tracker("detect clouds", tiles.shape[0], "tile rows") as advance:
             dst = open_strip_writer(strips, grid, "uint8", CLASSES_DESCRIPTION, CLASS_COLORS, tags)
             try:
                 acc = StripAccumulator(tiles, 3, BLEND_CROP)
@@ -177,6 +179,7 @@ def write_detection(spec: SceneSpec, detector: Detector, cfg: CloudConfig, out: 
                         h, w = valids[k].shape
                         for top, p, ok in acc.add(tile, probs[k, :, :h, :w], valids[k]):
                             _write_classes(dst, grid, f, top, p, ok)
+                    advance(1)
             finally:
                 dst.close()
         to_cog(strips, outputs[out], "nearest")

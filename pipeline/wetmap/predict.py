@@ -50,6 +50,7 @@ from wetmap.mosaic import (
     to_cog,
     write_strip,
 )
+from wetmap.progress import tracker
 from wetmap.scenes import CONVENTION, MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
 from wetmap.scenes.check import check_range, level_mismatch
 from wetmap.styles import paletted_qml, probability_qml
@@ -411,7 +412,7 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
     wet = wetland_index(info["classes"])
     precision = "fp32"
     cls_tmp, prob_tmp = outputs.scratch(out, ".strips.tif"), outputs.scratch(out, ".pstrips.tif")
-    with rasterio.Env(**READ_ENV):
+    with rasterio.Env(**READ_ENV), tracker("predict", grid.height, "rows") as advance:
         cls_dst = open_strip_writer(cls_tmp, grid, "uint8", f"{info['classes'][wet]} class", info["colors"], tags)
         prob_dst = (open_strip_writer(prob_tmp, grid, "uint8", f"{info['classes'][wet]} probability (%)", None, tags)
                     if prob_path else None)
@@ -425,6 +426,7 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
             write_strip(cls_dst, row, labels)
             if prob_dst is not None:
                 write_strip(prob_dst, row, pct)
+            advance(labels.shape[0])
             counts[0] += labels.size
             counts[1] += int(np.count_nonzero(labels != NODATA))
             counts[2] += int(np.count_nonzero(labels == wet))

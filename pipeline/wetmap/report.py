@@ -39,6 +39,7 @@ from wetmap.io.storage import staged_folder
 from wetmap.io.vector import open_labels, read_polygons
 from wetmap.labels import LabelCodes
 from wetmap.metrics import COUNT_NAMES, class_scores, matrix_counts
+from wetmap.progress import tracker
 from wetmap.styles import dice_qml
 from wetmap.tiling import blocks
 from wetmap.zonal import ZonalCounter
@@ -147,11 +148,14 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
         counts = counter.zonal.counts
         try:
             work = counter.work(list(blocks(grid.width, grid.height, BLOCK)))
-            for (window, hits), *layers in read_ahead(work, lambda item: counter.read(item[0]), READ_AHEAD):
-                block_pred, block_truth, block_clear = layers
-                before = counts[hits, :k * k].copy()
-                counter.zonal.add(block_pred, block_truth, block_clear, int(window.row_off), int(window.col_off), hits)
-                areas[hits] += (counts[hits, :k * k] - before) * pixel_area.of(window)
+            with tracker("evaluate", len(work), "blocks") as advance:
+                for (window, hits), *layers in read_ahead(work, lambda item: counter.read(item[0]), READ_AHEAD):
+                    block_pred, block_truth, block_clear = layers
+                    before = counts[hits, :k * k].copy()
+                    counter.zonal.add(block_pred, block_truth, block_clear, int(window.row_off), int(window.col_off),
+                                      hits)
+                    areas[hits] += (counts[hits, :k * k] - before) * pixel_area.of(window)
+                    advance(1)
         finally:
             counter.close()
     footprint = shapely.box(*grid.bounds)
