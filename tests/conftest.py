@@ -4,7 +4,6 @@ and a runner of `wetmap` commands in fresh processes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,30 +21,14 @@ SAMPLE_SIZE = 256
 
 
 @pytest.fixture(scope="session", autouse=True)
-def detector_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Detected cloud masks go to a folder of this session (wetmap's commands run in subprocesses
-    too, so through the environment), never to the user's ~/.cache."""
-    folder = tmp_path_factory.mktemp("wetmap-cache")
-    before = os.environ.get("WETMAP_CACHE")
-    os.environ["WETMAP_CACHE"] = str(folder)
-    yield folder
-    if before is None:
-        os.environ.pop("WETMAP_CACHE", None)
-    else:
-        os.environ["WETMAP_CACHE"] = before
-
-
-@pytest.fixture(scope="session", autouse=True)
-def staging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Outputs bound for object storage are staged in a folder of this session, not in /tmp."""
-    folder = tmp_path_factory.mktemp("wetmap-staging")
-    before = os.environ.get("WETMAP_STAGING")
-    os.environ["WETMAP_STAGING"] = str(folder)
-    yield folder
-    if before is None:
-        os.environ.pop("WETMAP_STAGING", None)
-    else:
-        os.environ["WETMAP_STAGING"] = before
+def session_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Detected cloud masks and outputs staged for object storage go to folders of this session
+    (wetmap's commands run in subprocesses too, so through the environment), never to the user's
+    ~/.cache or /tmp."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WETMAP_CACHE", str(tmp_path_factory.mktemp("wetmap-cache")))
+        env.setenv("WETMAP_STAGING", str(tmp_path_factory.mktemp("wetmap-staging")))
+        yield
 
 
 @pytest.fixture(scope="session")

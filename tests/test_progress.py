@@ -36,10 +36,27 @@ def test_a_log_gets_plain_lines_with_counts_rate_and_time_left(bundle_path, samp
     assert run_cli(predict_args(bundle_path, sample, tmp_path), monkeypatch) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("predict: ")]
     assert lines, "progress lines in the log"
-    assert all(" of 256 rows (" in line and "rows/s" in line and "left" in line for line in lines)
+    assert all(" of 256 rows (" in line and "rows/s" in line and "left" in line for line in lines[:-1])
     assert all("\x1b" not in line for line in lines), "no terminal control codes in a log"
     done = [int(line.split()[1].replace(",", "")) for line in lines]
-    assert done == sorted(done) and done[-1] < 256
+    assert done == sorted(done) and done[-1] == 256 and " (100%), " in lines[-1] and " in 0:00:" in lines[-1]
+
+
+@pytest.mark.parametrize("command", ["tile", "clouds", "detect", "evaluate"])
+def test_every_long_command_reports_its_progress(command, sample, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    args, what = {
+        "tile": (["tile", "--image", sample.scene_a, "--labels", sample.labels, "--clouds", sample.scene_a_scl,
+                  "-o", tmp_path / "chips", "--size", "64"], "tile"),
+        "clouds": (["clouds", sample.scene_a, "--clouds", sample.scene_a_scl, "-o", tmp_path / "c.tif"], "cloud map"),
+        "detect": (["clouds", sample.scene_a, "--clouds", "detect", "--level", "L2A", "-o", tmp_path / "d.tif"],
+                   "detect clouds"),
+        "evaluate": (["evaluate", sample.labels, sample.labels, "--regions", sample.regions, "-o", tmp_path / "r"],
+                     "evaluate"),
+    }[command]
+    assert run_cli(args, monkeypatch) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"{what}: ")]
+    assert lines and " (100%), " in lines[-1], f"{what} reports its progress and its end"
 
 
 def test_quiet_shows_no_progress_and_once_a_minute_is_the_default(bundle_path, sample, tmp_path, monkeypatch,

@@ -89,6 +89,14 @@ def test_predict_to_s3_uploads_the_verified_set_and_replaces_it_only_when_asked(
         {f"report/{p.name}" for p in (tmp_path / "report").iterdir()}
     remote = json.loads(s3.client.get_object(Bucket=bucket, Key="report/report.json")["Body"].read())
     assert remote["regions"] == json.loads((tmp_path / "report" / "report.json").read_text())["regions"]
+    # an output that is one of the run's inputs, in the store too: refused, --overwrite or not
+    s3.client.upload_file(str(sample.scene_a), bucket, "scene.tif")
+    scene = f"s3://{bucket}/scene.tif"
+    args = ["predict", bundle_path, scene, "--clouds", "none", "-o", scene, "--overwrite", "--set", "device=cpu"]
+    assert run_cli(args, monkeypatch) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"{scene}: this output is also an input of the run; choose another "
+                                             "output name")
     # an object store that refuses: one line naming the object
     assert run_cli(predict_args(bundle_path, sample, f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/m.tif"),
                    monkeypatch) == 2

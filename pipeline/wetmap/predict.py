@@ -337,22 +337,6 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     With a Dask `client`, `bundle` must be the bundle's path: workers load it themselves.
     `out` may be a URL (s3://...): the result is made locally, verified, then uploaded (io.storage).
     """
-    url = output_url(out)
-    if url is not None:
-        if any(gdal_path(url) == band.path for i in images for band in open_scene(i, band_names).bands):
-            raise WetmapError("this output is also an input of the run; choose another output name", url)
-        names = [p.name for p in output_names(Path(posixpath.basename(url))).values()]
-        with staged_output(url, overwrite, names) as local:
-            result = predict_mosaic(bundle, images, local, clouds=clouds, cfg=cfg, probabilities=probabilities,
-                                    vectorize=vectorize, min_area_ha=min_area_ha, crs=crs, resolution=resolution,
-                                    region=region, client=client, overwrite=True, band_names=band_names, force=force)
-        folder = posixpath.dirname(url)
-
-        def uploaded(path: Path | str | None) -> str | None:
-            return None if path is None else join(folder, Path(path).name)
-
-        return replace(result, classes=url, probabilities=uploaded(result.probabilities),
-                       vectors=uploaded(result.vectors))
     cfg = cfg or PredictConfig()
     start = time.perf_counter()
     if not images:
@@ -361,11 +345,32 @@ def predict_mosaic(bundle: Bundle | str | Path, images: Sequence[str | Path], ou
     if len(masks) != len(images):
         raise WetmapError(f"{len(masks)} cloud masks for {len(images)} scenes: give one per scene, in order")
     scenes = [Scene.open(i, c, band_names) for i, c in zip(images, masks)]
-    out = Path(out)
+    url = output_url(out)
+    if url is None:
+        refuse_inputs_as_outputs(scenes, bundle, list(output_names(Path(out)).values()))
+        return _predict_files(bundle, scenes, Path(out), cfg, probabilities, vectorize, min_area_ha, crs, resolution,
+                              region, client, overwrite, force, start)
+    folder = posixpath.dirname(url)
+    names = [p.name for p in output_names(Path(posixpath.basename(url))).values()]
+    refuse_inputs_as_outputs(scenes, bundle, [join(folder, name) for name in names])
+    with staged_output(url, overwrite, names) as local:
+        result = _predict_files(bundle, scenes, local, cfg, probabilities, vectorize, min_area_ha, crs, resolution,
+                                region, client, True, force, start)
+
+    def uploaded(path: Path | str | None) -> str | None:
+        return None if path is None else join(folder, Path(path).name)
+
+    return replace(result, classes=url, probabilities=uploaded(result.probabilities), vectors=uploaded(result.vectors))
+
+
+def _predict_files(bundle: Bundle | str | Path, scenes: list[Scene], out: Path, cfg: PredictConfig, probabilities: bool,
+                   vectorize: bool, min_area_ha: float, crs: CRS | None, resolution: float | None,
+                   region: gpd.GeoSeries | None, client: Client | None, overwrite: bool, force: bool,
+                   start: float) -> PredictResult:
+    """The prediction's files under their local names `out`..., written as one OutputSet."""
     family = output_names(out)
     prob_path = family["probability"] if probabilities else None
     vec_path = family["polygons"] if vectorize else None
-    refuse_inputs_as_outputs(scenes, bundle, list(family.values()))
     roles = ["classes", "style", *(["probability", "probability_style"] if probabilities else []),
              *(["polygons"] if vectorize else [])]
     written = [family[role] for role in reversed(roles)]  # the class map last: once it is there, all are
@@ -470,15 +475,18 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
 
 
 def refuse_inputs_as_outputs(scenes: Sequence[Scene], bundle: Bundle | str | Path,
-                             outputs: Sequence[Path | None]) -> None:
-    """An output that would replace one of the run's own inputs is refused, `--overwrite` or not."""
-    inputs = {Path(p).resolve() for s in scenes for p in (*(b.path for b in s.spec.bands),
-                                                          *([s.mask.path] if s.mask else []))
-              if not p.startswith("/vsi")}
+                             outputs: Sequence[Path | str]) -> None:
+    """An output that would replace one of the run's own inputs is refused, `--overwrite` or not;
+    local files and URLs alike (both compared as GDAL opens them)."""
+    def where(path: str | Path) -> str:
+        text = gdal_path(path)
+        return text if text.startswith("/vsi") else str(Path(text).resolve())
+
+    inputs = {where(p) for s in scenes for p in (*(b.path for b in s.spec.bands), *([s.mask.path] if s.mask else []))}
     if not isinstance(bundle, Bundle):
-        inputs.add(Path(bundle).resolve())
+        inputs.add(where(bundle))
     for path in outputs:
-        if path is not None and path.resolve() in inputs:
+        if where(path) in inputs:
             raise WetmapError("this output is also an input of the run; choose another output name", path)
 
 

@@ -33,7 +33,8 @@ def _clock(seconds: float) -> str:
 
 
 class _Lines:
-    """`what: 1,234 of 8,192 tiles (15%), 2.1 tiles/s, about 0:01:02 left`, at most every `every` s."""
+    """`what: 1,234 of 8,192 tiles (15%), 2.1 tiles/s, about 0:01:02 left`, at most every `every` s,
+    and a last line at 100 % for work that took longer than that (so a log says it finished)."""
 
     def __init__(self, what: str, total: int, unit: str, every: float) -> None:
         self.what, self.total, self.unit, self.every = what, total, unit, every
@@ -43,13 +44,14 @@ class _Lines:
     def advance(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if now - self.last >= self.every and self.done < self.total:
+        finished = self.done >= self.total
+        if (now - self.start if finished else now - self.last) >= self.every:
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
-            left = (self.total - self.done) / rate if rate > 0 else float("inf")
-            eta = f", about {_clock(left)} left" if left != float("inf") else ""
+            tail = f"in {_clock(now - self.start)}" if finished else \
+                f"about {_clock((self.total - self.done) / rate)} left" if rate > 0 else "time left unknown"
             print(f"{self.what}: {self.done:,} of {self.total:,} {self.unit} ({self.done / self.total:.0%}), "
-                  f"{rate:.1f} {self.unit}/s{eta}", file=sys.stderr, flush=True)
+                  f"{rate:.1f} {self.unit}/s, {tail}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -210,13 +210,10 @@ def _staged(remote: Remote, overwrite: bool, main: str, family: Sequence[str]) -
         raise WetmapError("output exists; pass --overwrite to replace it", remote.url_of(main))
     with staging_folder() as tmp:
         yield tmp
-        made = sorted(rel for rel in (p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-                      if rel != main)
-        for old in (main, *(f for f in family if f != main and f not in made)):
+        made = {p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()}
+        for old in (main, *(f for f in family if f not in made)):
             remote.remove(old)
-        for other in made:
-            remote.put(tmp / other, *other.split("/"))
-        remote.put(tmp / main, main)
+        remote.put_folder(tmp, last=main)
 
 
 @contextlib.contextmanager
