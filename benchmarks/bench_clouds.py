@@ -40,11 +40,12 @@ REALDATA = ROOT.parent / "shared" / "realdata"
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 INDICES = ("NDWI", "MNDWI", "NDVI", "NDMI")
 
-from wetmap.cloud import CLEAR, CLOUD, SHADOW  # noqa: E402
 from wetmap.config import CloudConfig, ModelConfig, PredictConfig  # noqa: E402
-from wetmap.detection import detected_mask, detector_for, write_detection  # noqa: E402
-from wetmap.model import Bundle, build_network  # noqa: E402
-from wetmap.predict import predict_scene  # noqa: E402
+from wetmap.masks.cloud import CLEAR, CLOUD, SHADOW  # noqa: E402
+from wetmap.masks.detection import detected_mask, detector_for, write_detection  # noqa: E402
+from wetmap.model.bundle import Bundle  # noqa: E402
+from wetmap.model.network import build_network  # noqa: E402
+from wetmap.predict.mosaic import predict_scene  # noqa: E402
 from wetmap.scenes import open_scene  # noqa: E402
 
 

@@ -37,7 +37,8 @@ def write_bundle(path: Path) -> Path:
     import torch
 
     from wetmap.config import ModelConfig
-    from wetmap.model import build_network, save_bundle
+    from wetmap.model.bundle import save_bundle
+    from wetmap.model.network import build_network
 
     torch.manual_seed(0)
     cfg = ModelConfig(arch="fcn")
@@ -50,7 +51,7 @@ def write_bundle(path: Path) -> Path:
 def child(bundle: str, image: str, out: str, workers: int) -> None:
     """(In a fresh process) predict once, on `workers` Dask workers or in-process (0); print RSS."""
     from wetmap.config import PredictConfig
-    from wetmap.predict import predict_mosaic
+    from wetmap.predict.mosaic import predict_mosaic
 
     cfg = PredictConfig(tile_size=256, overlap=64, batch_size=8, device="cpu")
     start = time.perf_counter()

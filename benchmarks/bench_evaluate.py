@@ -27,8 +27,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from wetmap.report import BLOCK, evaluate, tally
-from wetmap.tiling import blocks
+from wetmap.evaluate.report import evaluate
+from wetmap.evaluate.tally import BLOCK, tally
+from wetmap.io.windows import blocks
 
 UTM = CRS.from_epsg(32632)
 ORIGIN = (600_000.0, 5_900_000.0)
@@ -106,7 +107,7 @@ def main() -> None:
     print(f"{args.size}^2 prediction + truth, 9 regions (EPSG:4326), median of {args.repeats}")
     print(f"read both rasters once, rasterio block by block: {read_s:.3f} s")
     print(f"read both rasters once, rasterio 1024^2 windows:  {windowed_s:.3f} s")
-    print(f"counting pass (wetmap.report.tally):             {count_s:.3f} s  ratio {count_s / read_s:.2f} "
+    print(f"counting pass (wetmap.evaluate.tally):             {count_s:.3f} s  ratio {count_s / read_s:.2f} "
           f"(target <= 1.5); vs 1024^2 windows {count_s / windowed_s:.2f}")
     print(f"first counting pass of the process (numba loads its cached kernel, or compiles it): {first_s:.2f} s")
     print(f"whole report incl. gpkg, figures, pages:  {report_s:.2f} s  ratio {report_s / read_s:.2f}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from wetmap.baseline import best_index_dice
+from wetmap.evaluate.baseline import best_index_dice
 from wetmap.sample import make_sample
 
 

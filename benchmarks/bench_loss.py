@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from wetmap.losses import DiceLoss
+from wetmap.train.losses import DiceLoss
 
 
 def timed(cases: dict[str, Callable[[], torch.Tensor]], repeat: int) -> dict[str, float]:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wetmap.loss_study import LOSSES, prepare, train_with
+from wetmap.train.loss_study import LOSSES, prepare, train_with
 
 
 def main() -> None:

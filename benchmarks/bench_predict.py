@@ -34,9 +34,12 @@ import torch
 
 from bench_tile import make_inputs
 from wetmap.config import ModelConfig, PredictConfig
-from wetmap.model import Bundle, build_network
-from wetmap.predict import TilePredictor, predict_mosaic, resolve_device
-from wetmap.tiling import TileGrid
+from wetmap.io.windows import TileGrid
+from wetmap.model.bundle import Bundle
+from wetmap.model.network import build_network
+from wetmap.predict.mosaic import predict_mosaic
+from wetmap.predict.runner import TilePredictor
+from wetmap.runtime import resolve_device
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 CFG = {"tile_size": 256, "overlap": 64, "batch_size": 8}
@@ -138,14 +141,14 @@ def tile_reads(image: Path) -> tuple[float, float]:
 
 
 def cog_seconds(outputs: list[tuple[Path, str]], folder: Path) -> tuple[float, float]:
-    """Seconds for the COG conversion alone (compress + overviews, wetmap.mosaic.to_cog) of the
+    """Seconds for the COG conversion alone (compress + overviews, wetmap.io.cog.to_cog) of the
     data path's outputs, from uncompressed tiled copies like the ones prediction streams into; and
     seconds for the read-back checks prediction makes of the same files (wetmap.io.outputs.verify:
     the strips checksummed, each COG checksummed against them and its overviews decoded)."""
     import rasterio
 
+    from wetmap.io.cog import to_cog
     from wetmap.io.outputs import verify
-    from wetmap.mosaic import to_cog
 
     total = checks = 0.0
     for path, resampling in outputs:
@@ -243,7 +246,7 @@ def main() -> None:
               f"{rio_s / cog_s:.2f} even if reading, tiling and blending were free")
         print(f"    and the read-back checks of the strips and both COGs (wetmap.io.outputs.verify): {check_s:.1f} s "
               f"= {check_s / data_s:.0%} of the data path")
-        from wetmap.mosaic import to_cog
+        from wetmap.io.cog import to_cog
 
         cores = len(os.sched_getaffinity(0))
         path_cpu = core_seconds(lambda: run_predict(pointwise(), image, folder / "identity.tif"))

@@ -16,8 +16,9 @@ import numpy as np
 import rasterio
 
 from wetmap.config import PredictConfig
-from wetmap.model import load_bundle
-from wetmap.predict import cpu_has_bf16, predict_scene
+from wetmap.model.bundle import load_bundle
+from wetmap.predict.mosaic import predict_scene
+from wetmap.runtime import cpu_has_bf16
 from wetmap.sample import make_sample
 
 

@@ -34,7 +34,7 @@ import rasterio
 import yaml
 from rasterio.features import rasterize
 
-from wetmap.baseline import apply_threshold, best_threshold, normalized_difference
+from wetmap.evaluate.baseline import apply_threshold, best_threshold, normalized_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata"

@@ -30,7 +30,7 @@ from rasterio.crs import CRS
 
 from bench_predict import pointwise, unet
 from wetmap.config import PredictConfig
-from wetmap.predict import predict_mosaic
+from wetmap.predict.mosaic import predict_mosaic
 
 CFG = PredictConfig(tile_size=256, overlap=64, batch_size=8, device="cpu")
 TILE = "T32UPU_20260614T103031"
@@ -98,9 +98,9 @@ def make_products(folder: Path, size: int) -> tuple[Path, Path, Path]:
 
 def read_breakdown(scene: Path, size: int) -> dict[str, float]:
     """Seconds each band file takes to serve prediction's tiles (strips, warps, decoding), read alone."""
-    from wetmap.predict import READ_ENV
+    from wetmap.io.windows import TileGrid
+    from wetmap.predict.scenes import READ_ENV
     from wetmap.scenes import SceneReader, open_scene, scene_grid
-    from wetmap.tiling import TileGrid
 
     bands = open_scene(scene).select(["B02", "B03", "B04", "B08", "B11", "B12"])
     grid = scene_grid(bands)

@@ -17,10 +17,10 @@ import numpy as np
 import rasterio
 
 from wetmap.config import PredictConfig
-from wetmap.model import load_bundle
-from wetmap.predict import predict_scene
+from wetmap.io.windows import TileGrid
+from wetmap.model.bundle import load_bundle
+from wetmap.predict.mosaic import predict_scene
 from wetmap.sample import make_sample
-from wetmap.tiling import TileGrid
 
 SIZE = 64
 

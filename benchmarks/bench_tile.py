@@ -35,9 +35,10 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from wetmap import config
-from wetmap.chipmask import mask_chip
-from wetmap.chips import LABEL_UNKNOWN, build_chip_store, open_chip_store
-from wetmap.cluster import dask_client
+from wetmap.chips.build import build_chip_store
+from wetmap.chips.mask import mask_chip
+from wetmap.chips.store import LABEL_UNKNOWN, open_chip_store
+from wetmap.runtime import dask_client
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 BLOCK = 256
@@ -90,7 +91,7 @@ def tile_cfg(paths: dict[str, Path], compress: bool = False) -> config.TileConfi
 def ready_worker() -> None:
     """What a worker process does once, on its first chip: import the tiler (Zarr, rasterio,
     GeoPandas: ~1 s) and load the compiled mask kernel (for uint16)."""
-    import wetmap.chips  # noqa: F401  (a task names `wetmap.chips._cut_batch`; this imports it first)
+    import wetmap.chips  # noqa: F401  (a task names `wetmap.chips.cut._cut_batch`; this imports it first)
 
     mask_chip(np.zeros((1, 1, 1), np.uint16), np.zeros((1, 1), np.uint8), np.ones((1, 1), bool), np.ones((1, 1), bool),
               0, LABEL_UNKNOWN)

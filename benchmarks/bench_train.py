@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from wetmap import config
-from wetmap.chips import build_chip_store
-from wetmap.data import ChipDataModule, load_chip_store
-from wetmap.model import torchgeo_task_args
+from wetmap.chips.build import build_chip_store
+from wetmap.model.network import torchgeo_task_args
 from wetmap.sample import make_sample
-from wetmap.train import WetmapTask
+from wetmap.train.dataset import ChipDataModule, load_chip_store
+from wetmap.train.task import WetmapTask
 
 
 class _Trainer:  # just enough for the task's batch augmentation outside a Lightning loop
@@ -94,7 +94,7 @@ def main() -> None:
 
 def checkpoint_costs(task: WetmapTask, optimizer: torch.optim.Optimizer) -> tuple[float, float, float, float]:
     """Seconds and MB of a full and of a weights-only checkpoint, as the trainer writes them."""
-    from wetmap.train import VerifiedCheckpointIO
+    from wetmap.train.checkpoints import VerifiedCheckpointIO
 
     writer = VerifiedCheckpointIO()
     full = {"state_dict": task.state_dict(), "optimizer_states": [optimizer.state_dict()], "epoch": 1}

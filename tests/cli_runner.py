@@ -70,8 +70,8 @@ def run(request: dict) -> dict:
 def serve() -> None:
     import wetmap.chips  # noqa: F401 - imported once here, inherited by every child
     import wetmap.cli  # noqa: F401
+    import wetmap.evaluate  # noqa: F401
     import wetmap.predict  # noqa: F401
-    import wetmap.report  # noqa: F401
     import wetmap.train  # noqa: F401
 
     print(json.dumps({"ready": True}), flush=True)

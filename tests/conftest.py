@@ -40,7 +40,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleFiles:
 def bundle_path(sample: SampleFiles, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (tiny, 2-epoch) TorchGeo U-Net trained on the sample with the masked Dice loss,
     NDWI and MNDWI as extra input channels."""
-    from wetmap.train import fit
+    from wetmap.train.fit import fit
 
     out = tmp_path_factory.mktemp("run")
     cfg = config.build(config.TrainRunConfig, {

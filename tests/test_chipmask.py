@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wetmap.chipmask import mask_chip
-from wetmap.cloud import nodata_valid
+from wetmap.chips.mask import mask_chip
+from wetmap.io.raster import nodata_valid
 
 UNKNOWN = 255
 

@@ -11,21 +11,16 @@ from rasterio.windows import Window
 
 from conftest import run_cli
 from wetmap import config
-from wetmap.chips import (
-    FLAT_KEYS,
-    ChipInputs,
-    ChipReader,
-    _raw_chunk_folder,
-    _store_chunks,
-    build_chip_store,
-    open_chip_store,
-    split_by_blocks,
-)
-from wetmap.cluster import dask_client
+from wetmap.chips.build import build_chip_store
+from wetmap.chips.chunks import FLAT_KEYS, _raw_chunk_folder, _store_chunks
+from wetmap.chips.reader import ChipInputs, ChipReader
+from wetmap.chips.split import split_by_blocks
+from wetmap.chips.store import open_chip_store
 from wetmap.config import DEFAULT_BANDS, CloudConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid, open_lazy, stack_bands, write_raster
-from wetmap.tiling import TileGrid
+from wetmap.io.windows import TileGrid
+from wetmap.runtime import dask_client
 
 
 def tile_cfg(sample, **extra) -> config.TileConfig:
@@ -221,8 +216,8 @@ def test_stack_bands_puts_20m_bands_on_the_10m_grid(sample, tmp_path: Path) -> N
 
 
 def test_training_reads_the_chip_store(store, tmp_path: Path) -> None:
-    from wetmap.model import load_bundle
-    from wetmap.train import fit
+    from wetmap.model.bundle import load_bundle
+    from wetmap.train.fit import fit
 
     cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(store.path)},
                                                "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path)})
@@ -233,15 +228,15 @@ def test_training_reads_the_chip_store(store, tmp_path: Path) -> None:
 
 
 def test_chip_store_with_other_bands_is_refused(store) -> None:
-    from wetmap.data import load_chip_store
     from wetmap.errors import WetmapError
+    from wetmap.train.dataset import load_chip_store
 
     with pytest.raises(WetmapError, match="chip store has bands"):
         load_chip_store(store.path, ["B02", "B03"])
 
 
 def test_training_scores_the_test_split_when_there_is_one(sample, tmp_path: Path) -> None:
-    from wetmap.train import fit
+    from wetmap.train.fit import fit
 
     build_chip_store(tile_cfg(sample, overlap=0, split={"block": 64, "val": 0.25, "test": 0.25}), tmp_path / "s")
     cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(tmp_path / "s")},
@@ -307,7 +302,7 @@ def test_a_chip_store_of_the_old_format_is_refused_in_one_line(store, tmp_path: 
     import json
     import shutil
 
-    from wetmap.data import load_chip_store
+    from wetmap.train.dataset import load_chip_store
 
     old = tmp_path / "old"
     shutil.copytree(store.path, old)

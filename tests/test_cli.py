@@ -95,8 +95,10 @@ def test_config_mistakes_are_one_line_naming_their_source(monkeypatch, capsys, s
     cfg.write_text(f"data: {{image: {sample.scene_a}, labels: {sample.labels}}}\n")
     for sets, fragments in (
             (["model.backbone=resnet999"], ("--set", "unknown backbone 'resnet999'", "resnet18")),
-            (["loss.options.smoth=1"], ("--set", "options.smoth is not an option of the dice loss", "smooth_nr")),
-            (["loss.name=composite", "loss.options.terms={dize: 1}"], ("unknown loss 'dize'",)),
+            (["loss.options.smoth=1"], ("--set", "unknown key 'loss.options.smoth' (did you mean smooth_nr", "smooth_dr")),
+            (["loss.options.alpha=0.3"], ("--set", "options.alpha is not an option of the dice loss", "smooth_nr")),
+            (["loss.options.batch=maybe"], ("--set", "bad value for 'loss.options.batch'", "boolean")),
+            (["loss.name=composite", "loss.options.terms={dize: 1}"], ("'loss.options.terms.dize'", "'dice'")),
             (["spilt.block=1"], ("--set: unknown key 'spilt'",))):
         assert run_cli(["train", "--config", cfg, *[f"--set={s}" for s in sets]], monkeypatch) == 2
         one_line_error(capsys, *fragments)

@@ -19,11 +19,11 @@ from rasterio.windows import Window
 
 from conftest import run_cli
 from wetmap import config
-from wetmap.cloud import CLEAR, CLOUD, GROWN, NO_DATA, SHADOW, CloudMask, raw_classes
 from wetmap.config import CloudConfig
-from wetmap.detection import block_mean, cache_folder, detected_mask, ready_mask
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid
+from wetmap.masks.cloud import CLEAR, CLOUD, GROWN, NO_DATA, SHADOW, CloudMask, raw_classes
+from wetmap.masks.detection import block_mean, cache_folder, detected_mask, ready_mask
 from wetmap.scenes import open_scene, resolve_mask
 
 DATA = Path(__file__).parent / "data" / "csmask"
@@ -91,7 +91,7 @@ def test_a_10m_scene_is_detected_at_30m_and_mapped_back_onto_its_own_grid(tmp_pa
 
 
 def test_no_data_is_no_data_in_the_detected_mask_and_costs_no_detection(tmp_path, monkeypatch) -> None:
-    from wetmap.detector import CsmaskDetector
+    from wetmap.masks.detector import CsmaskDetector
 
     img, _ = reference("sentinel2")
     full = read(detected_mask(open_scene(write_scene(tmp_path / "full.tif", img)), CloudConfig()).path)
@@ -240,7 +240,7 @@ def test_training_with_auto_clouds_leaves_detected_clouds_out_of_the_loss(tmp_pa
             dst.write(np.where(flip, 1 - labels, labels).astype(np.uint8), 1)
         return path
 
-    from wetmap.train import fit
+    from wetmap.train.fit import fit
 
     runs = {}
     clear_patch = np.zeros_like(cloudy)
@@ -267,7 +267,7 @@ def test_on_a_real_l2a_scene_the_detector_agrees_with_its_scl(tmp_path) -> None:
 
 
 def test_predict_with_auto_clouds_masks_the_detected_clouds_and_says_so(bundle_path, tmp_path) -> None:
-    from wetmap.predict import predict_mosaic
+    from wetmap.predict.mosaic import predict_mosaic
 
     img, _ = reference("sentinel2")
     scene = write_scene(tmp_path / "scene.tif", img)
@@ -282,7 +282,7 @@ def test_predict_with_auto_clouds_masks_the_detected_clouds_and_says_so(bundle_p
 
 
 def test_without_swir_the_4_band_model_runs_and_nir_may_be_b8a(tmp_path) -> None:
-    from wetmap.detector import csmask_bands
+    from wetmap.masks.detector import csmask_bands
 
     assert csmask_bands({"B02", "B03", "B04", "B8A", "B11", "B12"}) == ("B02", "B03", "B04", "B8A", "B11", "B12")
     assert csmask_bands({"B02", "B03", "B04", "B08", "B11"}) == ("B02", "B03", "B04", "B08")

@@ -11,11 +11,13 @@ import torch
 from torch import nn
 
 from wetmap import config
+from wetmap.bands import INDICES
 from wetmap.errors import WetmapError
-from wetmap.inputs import INDICES, InputStep
-from wetmap.model import Bundle, build_network, save_bundle
-from wetmap.predict import TilePredictor
-from wetmap.pretrained import S2_L1C, apply_weights, input_statistics, read_weights
+from wetmap.model.bundle import Bundle, save_bundle
+from wetmap.model.inputs import InputStep
+from wetmap.model.network import build_network
+from wetmap.model.pretrained import S2_L1C, apply_weights, input_statistics, read_weights
+from wetmap.predict.runner import TilePredictor
 
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 
@@ -160,7 +162,7 @@ def test_prediction_window_follows_the_training_chips() -> None:
 
 
 def test_the_bundle_records_its_chip_size_and_indices(bundle_path: Path) -> None:
-    from wetmap.model import load_bundle
+    from wetmap.model.bundle import load_bundle
 
     payload = torch.load(bundle_path, weights_only=True)
     assert payload["chip_size"] == 64

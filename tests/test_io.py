@@ -10,11 +10,11 @@ from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
-from wetmap.cloud import CloudMask, qa_pixel_valid, scl_valid
 from wetmap.config import CloudConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid, band_indexes, open_raster, read_window, write_raster
 from wetmap.io.vector import open_labels
+from wetmap.masks.cloud import CloudMask, qa_pixel_valid, scl_valid
 
 UTM = CRS.from_epsg(32632)
 

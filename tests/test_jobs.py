@@ -126,7 +126,7 @@ def test_exit_codes_bad_input_2_failure_1_with_the_traceback_in_the_log(sample, 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("wetmap.predict.predict_mosaic", broken)
+    monkeypatch.setattr("wetmap.predict.mosaic.predict_mosaic", broken)
     assert run_cli(["run", job], monkeypatch) == 1
     assert "job failed: RuntimeError: disk on fire" in capsys.readouterr().err
     logs = list((tmp_path / "out" / "marshes" / "logs").glob("*.log"))

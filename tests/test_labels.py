@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from conftest import run_cli
-from wetmap.chips import open_chip_store
+from wetmap.chips.store import open_chip_store
 
 TILE = ["--size", "64", "--min-valid", "0.3", "--set", "split.block=128", "--set", "split.test=0"]
 
@@ -36,7 +36,7 @@ def tile(sample, labels: Path, out: Path, monkeypatch, *extra: str) -> int:
 def reference(sample, tmp_path_factory) -> Path:
     """The chip store of the correctly coded labels."""
     from wetmap import config
-    from wetmap.chips import build_chip_store
+    from wetmap.chips.build import build_chip_store
 
     out = tmp_path_factory.mktemp("labels") / "reference"
     cfg = config.build(config.TileConfig, {"image": str(sample.scene_a), "labels": str(sample.labels),

@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from wetmap.losses import CompositeLoss, DiceLoss, FocalLoss, GeneralizedDiceLoss, TverskyLoss, boundary_weights, build_loss
+from wetmap.train.losses import (
+    CompositeLoss,
+    DiceLoss,
+    FocalLoss,
+    GeneralizedDiceLoss,
+    TverskyLoss,
+    boundary_weights,
+    build_loss,
+)
 
 torch.manual_seed(0)
 

@@ -69,7 +69,7 @@ def test_best_threshold_returns_a_threshold_that_gives_its_dice() -> None:
     directions (water high in NDWI, vegetation low)."""
     import numpy as np
 
-    from wetmap.baseline import apply_threshold, best_threshold
+    from wetmap.evaluate.baseline import apply_threshold, best_threshold
 
     rng = np.random.default_rng(0)
     truth = rng.random(5000) < 0.2
@@ -84,7 +84,7 @@ def test_best_threshold_returns_a_threshold_that_gives_its_dice() -> None:
 def test_class_labels_use_the_bundle_threshold() -> None:
     import numpy as np
 
-    from wetmap.mosaic import class_labels
+    from wetmap.predict.classes import class_labels
 
     p = np.array([[[0.2, 0.4, 0.6, 0.8]]], np.float32)
     ok = np.ones((1, 4), bool)

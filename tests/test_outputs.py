@@ -22,7 +22,7 @@ from conftest import Result, run_cli
 from wetmap.errors import WetmapError
 from wetmap.io import outputs
 from wetmap.io.outputs import OutputSet, remove_stale, scratch_path, verify
-from wetmap.predict import output_names, predict_mosaic
+from wetmap.predict.mosaic import output_names, predict_mosaic
 
 PREDICT_SET = ("out.tif", "out.qml", "out_probability.tif", "out_probability.qml", "out.gpkg")
 

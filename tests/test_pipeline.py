@@ -12,14 +12,14 @@ import rasterio.features
 import torch
 from rasterio.windows import Window
 
-from wetmap.cloud import scl_valid
 from wetmap.config import PredictConfig
+from wetmap.evaluate.report import evaluate
+from wetmap.io.blend import StripAccumulator
 from wetmap.io.raster import Grid, write_raster
-from wetmap.model import Bundle, load_bundle
-from wetmap.mosaic import StripAccumulator
-from wetmap.predict import predict_scene
-from wetmap.report import evaluate
-from wetmap.tiling import TileGrid
+from wetmap.io.windows import TileGrid
+from wetmap.masks.cloud import scl_valid
+from wetmap.model.bundle import Bundle, load_bundle
+from wetmap.predict.mosaic import predict_scene
 
 
 def test_bundle_is_self_contained_and_safe_to_load(bundle_path: Path) -> None:

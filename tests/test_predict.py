@@ -13,12 +13,14 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from conftest import run_cli
-from wetmap.cluster import dask_client
 from wetmap.config import PredictConfig
 from wetmap.io.raster import Grid, write_raster
-from wetmap.model import Bundle
-from wetmap.predict import Scene, part_bounds, predict_mosaic, predict_part
-from wetmap.tiling import TileGrid
+from wetmap.io.windows import TileGrid
+from wetmap.model.bundle import Bundle
+from wetmap.predict.cluster import part_bounds, predict_part
+from wetmap.predict.mosaic import predict_mosaic
+from wetmap.predict.scenes import Scene
+from wetmap.runtime import dask_client
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 UTM = CRS.from_epsg(32632)
@@ -75,7 +77,7 @@ def test_two_scene_mosaic_takes_the_clear_scene_and_blends_by_confidence(tmp_pat
 def test_output_crs_and_resolution(tmp_path: Path) -> None:
     x_img, _ = scene(tmp_path, "x", 600_000, np.full((90, 200), 1500), (0, 0))
     out = tmp_path / "laea.tif"
-    predict_mosaic(pointwise_bundle(), [x_img], out, clouds=["none"], cfg=CFG, crs=CRS.from_epsg(3035),
+    predict_mosaic(pointwise_bundle(), [x_img], out, clouds=["none"], cfg=CFG, crs="EPSG:3035",
                    resolution=20.0)
     with rasterio.open(out) as src:
         assert src.crs == CRS.from_epsg(3035) and src.res == (20.0, 20.0)
@@ -160,7 +162,7 @@ def test_cli_mosaic_needs_one_mask_per_scene(monkeypatch, capsys, bundle_path: P
 
 def test_strip_reader_serves_exactly_the_pixels_of_each_window(tmp_path: Path) -> None:
     from wetmap.io.raster import StripReader, read_window
-    from wetmap.tiling import TileGrid
+    from wetmap.io.windows import TileGrid
 
     rng = np.random.default_rng(5)
     grid = Grid(UTM, Affine(10, 0, 600_000, 0, -10, 5_900_000), 301, 283)   # not a multiple of the blocks

@@ -17,9 +17,9 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from conftest import run_cli
-from wetmap import report as report_module
+from wetmap.evaluate import tally as tally_module
+from wetmap.evaluate.report import evaluate
 from wetmap.io.raster import Grid, write_raster
-from wetmap.report import evaluate
 
 UTM = CRS.from_epsg(32632)
 GRID = Grid(UTM, Affine(10.0, 0, 500_000.0, 0, -10.0, 5_500_000.0), 300, 260)
@@ -85,7 +85,7 @@ def read(path: Path) -> np.ndarray:
 def test_counts_match_brute_force_per_region(scene, tmp_path: Path, monkeypatch, block: int) -> None:
     """Regions in EPSG:4326 over a UTM raster, one off the raster, one half out, one under a cloud,
     overlapping ones; blocks smaller than the raster (64) and larger (1024) count the same."""
-    monkeypatch.setattr(report_module, "BLOCK", block)
+    monkeypatch.setattr(tally_module, "BLOCK", block)
     rep = evaluate(scene["pred"], scene["truth"], scene["regions"], tmp_path / "r", clouds=scene["clouds"])
     clear = read(scene["clouds"]) == 0
     expected = brute_force(read(scene["pred"]), read(scene["truth"]), clear, scene["regions"], 2)
@@ -178,8 +178,8 @@ def test_areas_are_true_hectares_in_degrees_and_in_web_mercator(tmp_path: Path) 
     tall, and areas were square degrees (0.0 ha). Now: the rectangle's ellipsoidal area."""
     from pyproj import Geod
 
-    from wetmap.areas import PixelArea
-    from wetmap.vectorize import vectorize_classes
+    from wetmap.io.areas import PixelArea
+    from wetmap.predict.vectorize import vectorize_classes
 
     grid = Grid(CRS.from_epsg(4326), Affine(0.001, 0, 10.0, 0, -0.001, 60.1), 200, 200)
     pred = np.zeros((200, 200), np.uint8)

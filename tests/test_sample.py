@@ -93,7 +93,7 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path) -> None:
 
 def test_single_pixel_index_threshold_does_not_solve_the_task(sample) -> None:
     """Wetlands mix pools and marsh at the pixel scale: NDVI/NDWI thresholds stay far from 1."""
-    from wetmap.baseline import best_index_dice
+    from wetmap.evaluate.baseline import best_index_dice
 
     for index, dice in best_index_dice(sample.scene_a, sample.scene_a_scl, sample.labels).items():
         assert dice < 0.7, index

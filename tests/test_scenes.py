@@ -20,12 +20,13 @@ import products
 from conftest import run_cli
 from wetmap import config
 from wetmap.bands import canonical, landsat_bands
-from wetmap.chips import build_chip_store, open_chip_store
+from wetmap.chips.build import build_chip_store
+from wetmap.chips.store import open_chip_store
 from wetmap.config import PredictConfig
 from wetmap.errors import WetmapError, WetmapWarning
 from wetmap.io.paths import gdal_path, is_remote
-from wetmap.model import load_bundle
-from wetmap.predict import predict_mosaic
+from wetmap.model.bundle import load_bundle
+from wetmap.predict.mosaic import predict_mosaic
 from wetmap.scenes import open_scene
 from wetmap.scenes.landsat import read_mtl
 
@@ -151,7 +152,7 @@ def test_cli_predict_and_tile_take_a_safe_zip(built, sample, bundle_path, tmp_pa
 
 
 def test_training_on_the_fly_from_a_product_records_its_level(built, sample, tmp_path) -> None:
-    from wetmap.train import fit
+    from wetmap.train.fit import fit
 
     product, _ = built["safe"]
     cfg = config.build(config.TrainRunConfig, {
@@ -365,9 +366,9 @@ def test_a_coarse_mask_read_from_strips_equals_the_warped_windows(built, sample)
     """A 20 m SCL under 10 m bands is served from strips; each window is what a warped read gives."""
     from rasterio.windows import Window
 
-    from wetmap.cloud import CloudMask, scl_valid
     from wetmap.config import CloudConfig
     from wetmap.io.raster import Grid, aligned, open_raster, read_window
+    from wetmap.masks.cloud import CloudMask, scl_valid
 
     scl = next(built["safe"][0].rglob("*_SCL_20m.jp2"))
     with rasterio.open(sample.scene_a) as src:

@@ -23,12 +23,12 @@ import rasterio
 import yaml
 
 from conftest import run_cli
-from wetmap.cluster import dask_client
 from wetmap.config import PredictConfig
 from wetmap.errors import WetmapError
 from wetmap.io.storage import Remote, output_url, staged_output
 from wetmap.jobs import run_job
-from wetmap.predict import predict_mosaic
+from wetmap.predict.mosaic import predict_mosaic
+from wetmap.runtime import dask_client
 
 CFG = PredictConfig(tile_size=64, overlap=16, batch_size=8, device="cpu", precision="fp32")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wetmap.tiling import TileGrid
+from wetmap.io.windows import TileGrid
 
 
 @pytest.mark.parametrize("width,height,size,overlap", [(300, 200, 64, 0), (300, 200, 64, 16), (64, 64, 64, 8),

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from wetmap import config
-from wetmap.train import WetmapTask, fit
+from wetmap.train.fit import fit
+from wetmap.train.task import WetmapTask
 
 
 class Crash(Exception):
@@ -142,7 +143,7 @@ def test_checkpoints_hold_only_what_resume_and_the_best_model_need(sample, tmp_p
 
 
 def test_balanced_sampling_draws_chips_with_and_without_wetland_equally() -> None:
-    from wetmap.data import SeededOrder, balanced_weights
+    from wetmap.train.dataset import SeededOrder, balanced_weights
 
     wetland = np.array([0.2] * 3 + [0.0] * 27)
     order = list(SeededOrder(30, seed=1, weights=balanced_weights(wetland)))
@@ -153,8 +154,8 @@ def test_balanced_sampling_draws_chips_with_and_without_wetland_equally() -> Non
 
 
 def test_a_validation_split_without_wetland_selects_by_loss() -> None:
-    from wetmap.data import ChipSet
-    from wetmap.train import selection_metric
+    from wetmap.train.dataset import ChipSet
+    from wetmap.train.task import selection_metric
 
     def chips(val_wetland: float) -> ChipSet:
         z = np.zeros((2, 1, 1))
@@ -168,11 +169,11 @@ def test_a_validation_split_without_wetland_selects_by_loss() -> None:
 def test_pretraining_learns_to_fill_hidden_squares_and_keeps_the_head(sample, tmp_path: Path) -> None:
     """Masked reconstruction on every stored chip (labelled or not) moves the encoder and the
     decoder, lowers its own loss, and leaves the segmentation head for the supervised run."""
-    from wetmap.chips import build_chip_store
-    from wetmap.data import load_chip_store
-    from wetmap.model import build_network
-    from wetmap.pretrain import pretrain
-    from wetmap.train import resolve_precision
+    from wetmap.chips.build import build_chip_store
+    from wetmap.model.network import build_network
+    from wetmap.runtime import resolve_precision
+    from wetmap.train.dataset import load_chip_store
+    from wetmap.train.pretrain import pretrain
 
     tile = config.build(config.TileConfig, {"image": str(sample.scene_a), "labels": str(sample.labels),
                                             "clouds": str(sample.scene_a_scl), "size": 64, "overlap": 0,
@@ -198,8 +199,8 @@ def test_pretraining_learns_to_fill_hidden_squares_and_keeps_the_head(sample, tm
 def test_threshold_calibration_finds_the_validation_optimum() -> None:
     """A network whose P(wetland) is known: with wetland where P > 0.7 on the validation chips,
     calibration picks 0.7 (Dice 1); without wetland in them it keeps 0.5."""
-    from wetmap.data import ChipSet
-    from wetmap.train import calibrate_threshold
+    from wetmap.train.dataset import ChipSet
+    from wetmap.train.task import calibrate_threshold
 
     rng = np.random.default_rng(0)
     p = rng.uniform(0.01, 0.99, (4, 1, 32, 32)).astype(np.float32)
@@ -226,7 +227,7 @@ def test_two_ddp_processes_score_validation_as_one_write_one_bundle_and_resume(s
     import subprocess
     import sys
 
-    from wetmap.chips import build_chip_store
+    from wetmap.chips.build import build_chip_store
 
     chips = tmp_path / "chips"
     build_chip_store(config.build(config.TileConfig, {

@@ -8,8 +8,8 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-from wetmap.tiling import blocks
-from wetmap.zonal import ZonalCounter, code_table
+from wetmap.evaluate.zonal import ZonalCounter, code_table
+from wetmap.io.windows import blocks
 
 TRANSFORM = Affine(10.0, 0, 500_000.0, 0, -10.0, 5_500_000.0)
 HEIGHT, WIDTH = 300, 257

@@ -11,6 +11,7 @@ substitution is reported, never silent.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 
@@ -58,3 +59,21 @@ def band_order(name: str | None) -> tuple[int, str]:
     if not name:
         return (99, "")
     return (int(name[1:3]) if name[1:3].isdigit() else 8, name)
+
+
+# Normalised differences (a - b) / (a + b) of two bands, in [-1, 1].
+INDICES: dict[str, tuple[str, str]] = {
+    "NDWI": ("B03", "B08"),    # McFeeters 1996: open water
+    "MNDWI": ("B03", "B11"),   # Xu 2006: water, built-up suppressed
+    "NDVI": ("B08", "B04"),    # vegetation
+    "NDMI": ("B08", "B11"),    # Gao 1996 (NDWI of moisture): wet vegetation, which open-water indices miss
+}
+
+
+def check_indices(indices: Sequence[str], bands: Sequence[str]) -> None:
+    """Raise ValueError naming the first index that `bands` cannot compute."""
+    for name in indices:
+        missing = [b for b in INDICES[name] if b not in bands]
+        if missing:
+            raise ValueError(f"index {name} needs band(s) {', '.join(missing)}, which the model's bands "
+                             f"({', '.join(bands)}) lack")

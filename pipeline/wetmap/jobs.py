@@ -40,18 +40,14 @@ import shapely
 
 from wetmap import __version__, config
 from wetmap.config import JobConfig
-from wetmap.errors import WetmapError, WetmapWarning
+from wetmap.errors import JobBusy, WetmapError, WetmapWarning
 from wetmap.io.paths import is_remote
 from wetmap.io.storage import Remote, join, output_url, staging_root
-from wetmap.io.vector import read_polygons
-from wetmap.report import json_safe, region_names
+from wetmap.io.vector import read_polygons, region_names
+from wetmap.runtime import json_safe
 
 MANIFEST = "manifest.json"
 log = logging.getLogger("wetmap.jobs")
-
-
-class JobBusy(Exception):
-    """Another run of the same job holds the lock."""
 
 
 @dataclass
@@ -313,8 +309,8 @@ def _run_locked(cfg: JobConfig, config_path: Path, place: Place, force: bool, lo
 def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.GeoDataFrame,
              prints: dict[str, Any], work: Path) -> dict[str, Any]:
     """The job's steps, into `work`; the manifest is the last file written."""
-    from wetmap.predict import predict_mosaic
-    from wetmap.report import evaluate
+    from wetmap.evaluate.report import evaluate
+    from wetmap.predict.mosaic import predict_mosaic
 
     started = dt.datetime.now(dt.UTC)
     timings: dict[str, float] = {}
@@ -336,7 +332,7 @@ def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.G
         metrics["dice_micro"] = report["overall"]["micro"]["dice"]
         metrics["dice_macro"] = report["overall"]["macro"]["dice"]
         log.info("evaluated in %.1f s: micro Dice %.3f", timings["evaluate"], metrics["dice_micro"])
-    from wetmap.model import versions
+    from wetmap.runtime import versions
 
     manifest = {
         "job": cfg.name, "status": "complete", "fingerprint": prints,

@@ -31,7 +31,7 @@ from wetmap.config import DEFAULT_BANDS
 from wetmap.errors import WetmapError
 from wetmap.io.outputs import OutputSet
 from wetmap.io.raster import Grid, write_raster
-from wetmap.styles import CLASS_COLORS, CLASS_NAMES
+from wetmap.io.styles import CLASS_COLORS, CLASS_NAMES
 
 PIXEL = 10.0
 CRS_UTM = CRS.from_epsg(32632)  # UTM 32N: northern Germany / Denmark, wetland country

@@ -28,6 +28,8 @@ from wetmap.errors import WetmapError, first_line
 
 if TYPE_CHECKING:
     import xarray as xr
+
+
 from wetmap.io.paths import check_local, gdal_path, is_remote
 
 # Bounded GDAL block cache (MB) so memory stays flat however large the raster is.
@@ -330,3 +332,13 @@ def stack_bands(paths: dict[str, str | Path], reference: str, *,
         da = _data_array(rioxarray.open_rasterio(view, chunks=chunks, lock=False), path)
         layers.append(da.isel(band=[0]).assign_coords(band=[band]))
     return xr.concat(layers, dim="band")
+
+
+def nodata_valid(bands: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(C,H,W) bands to (H,W) valid mask: no band is nodata or NaN."""
+    bad = np.zeros(bands.shape[1:], bool)
+    if bands.dtype.kind == "f":
+        bad |= np.isnan(bands).any(0)
+    if nodata is not None and not np.isnan(nodata):
+        bad |= (bands == nodata).any(0)
+    return ~bad

@@ -11,6 +11,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pyogrio
+import rasterio
 import rasterio.features
 import rasterio.windows
 import shapely
@@ -19,9 +20,9 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from wetmap.errors import WetmapError
+from wetmap.io.labels import LabelCodes
 from wetmap.io.paths import check_local, gdal_path
 from wetmap.io.raster import Grid, aligned, open_raster, read_window
-from wetmap.labels import LabelCodes
 
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".parquet"}
 
@@ -131,3 +132,18 @@ def open_labels(path: str | Path, grid: Grid, image_name: str | Path | None = No
     if is_vector(path):
         return PolygonLabels(path, grid, image_name=image_name)
     return RasterLabels(path, grid, image_name=image_name, unknown=unknown, codes=codes)
+
+
+NAME_FIELDS = ("name", "NAME", "Name", "region", "REGION", "id", "ID")
+
+
+def region_names(gdf: gpd.GeoDataFrame, region_field: str | None, path: str | Path) -> list[str]:
+    if region_field is not None:
+        if region_field not in gdf.columns:
+            fields = ", ".join(c for c in gdf.columns if c != "geometry")
+            raise WetmapError(f"no field '{region_field}' (fields: {fields})", path)
+        return [str(v) for v in gdf[region_field]]
+    for name in NAME_FIELDS:
+        if name in gdf.columns:
+            return [str(v) for v in gdf[name]]
+    return [f"region {i + 1}" for i in range(len(gdf))]

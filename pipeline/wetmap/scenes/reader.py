@@ -20,9 +20,8 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from wetmap.cloud import nodata_valid
 from wetmap.io.paths import gdal_path
-from wetmap.io.raster import Grid, StripReader, aligned, open_raster, read_window
+from wetmap.io.raster import Grid, StripReader, aligned, nodata_valid, open_raster, read_window
 from wetmap.scenes.spec import BandSource, MaskSource, SceneSpec
 
 
@@ -43,10 +42,10 @@ def resolve_mask(spec: SceneSpec, clouds: str | None) -> MaskSource | None:
 
     "auto" (or None): the product's own (SCL, QA_PIXEL), else the detector's; "detect": the
     detector's even where the product has one; "none": no mask; anything else: a mask file.
-    The detector's mask comes back pending: `wetmap.detection.ready_mask` runs it once the other
+    The detector's mask comes back pending: `wetmap.masks.detection.ready_mask` runs it once the other
     inputs have been checked, so a wrong input is refused before minutes of detection.
     """
-    from wetmap.cloud import guess_kind
+    from wetmap.scenes.spec import guess_kind
 
     if clouds is None or clouds in ("auto", "detect"):
         if spec.mask is not None and clouds != "detect":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from wetmap.bands import EQUIVALENT, canonical
@@ -48,7 +49,7 @@ class MaskSource:
     path: str
     kind: MaskKind
     # "product": came with the scene; "file": given; "detected": made by `detector`; "detect": still
-    # to be detected (no file yet; `wetmap.detection.ready_mask`)
+    # to be detected (no file yet; `wetmap.masks.detection.ready_mask`)
     origin: str = "file"
     detector: str | None = None
 
@@ -122,3 +123,20 @@ class SceneSpec:
         return {"source": self.source, "form": self.form, "sensor": self.sensor, "level": self.level,
                 "convention": CONVENTION, "notes": list(self.notes),
                 "mask": self.mask.describe() if self.mask else None}
+
+
+# The band description of a cloud classes raster (the detector's and `wetmap clouds` output).
+CLASSES_DESCRIPTION = "cloud classes"
+
+
+def guess_kind(path: str | Path, description: str | None) -> MaskKind:
+    """SCL or QA_PIXEL by band description or file name, cloud classes by description; anything
+    else is a 0/1 mask."""
+    if (description or "").strip().lower() == CLASSES_DESCRIPTION:
+        return "classes"
+    text = f"{description or ''} {Path(path).name}".upper()
+    if "SCL" in text:
+        return "scl"
+    if "QA_PIXEL" in text or "QA-PIXEL" in text:
+        return "qa_pixel"
+    return "mask"

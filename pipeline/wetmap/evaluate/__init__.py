@@ -1,0 +1,8 @@
+"""Evaluation: exact masked confusion counts per region, scores, and the report.
+
+The names below are the stage's public API; the modules hold the rest.
+"""
+
+from wetmap.evaluate.report import evaluate
+
+__all__ = ["evaluate"]
