@@ -10,19 +10,22 @@ from wetmap.config.sections import DEFAULT_BANDS, CloudConfig, Strict, physical_
 
 # DataConfig settings of on-the-fly chips, which a chip store fixed when it was cut.
 ON_THE_FLY_KEYS = ("image", "labels", "clouds", "band_names", "label_values", "chip_size", "min_valid",
-                   "split_block", "val_fraction", "cloud")
+                   "split_block", "val_fraction", "cloud", "store")
 
 
 class DataConfig(Strict):
-    """Either a chip store of `wetmap tile` (`chips`), or a scene cut into chips on the fly.
+    """Either a chip store of `wetmap tile` (`chips`), or a scene to cut into one first.
 
     `image` is any scene form (see wetmap.scenes); `clouds` a mask file, "none", "detect", or unset
     ("auto") for the product's own mask, else the cloud detector's; `band_names` names a stacked
     raster's bands in order when it has no descriptions; `bands` are the bands the model uses.
+    Chips cut from `image` go to `store` (kept, replaced on the next run), else to a temporary
+    folder removed when training ends.
     """
 
     chips: Path | None = None
     image: str | None = None
+    store: Path | None = None
     labels: str | None = None
     clouds: str | None = None
     band_names: list[str] | None = None

@@ -1,12 +1,15 @@
-"""Training chips: extraction from aligned rasters, spatial split, normalisation, datasets.
+"""Training data: chips read from a chip store, datasets, samplers and the Lightning data module.
 
-Chips are cut on a TileGrid of the image; labels and clouds are read through views aligned to the
-image grid, so a label raster on another grid (or CRS) lines up pixel for pixel. The split is by
-spatial block of chips, so neighbouring chips never straddle train and validation.
+A run's chips always come from a `wetmap tile` chip store: the one `data.chips` names, or one cut
+first from `data.image` / `data.labels` (`training_chips`), so the split (by spatial blocks: no
+chip straddles train and validation), the kept chips and the normalisation statistics are made by
+one piece of code however the data is named.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,18 +17,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import rasterio
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from wetmap.chips.reader import ChipInputs, ChipReader
-from wetmap.chips.split import split_by_blocks
+from wetmap.chips.build import build_chip_store
 from wetmap.chips.store import open_chip_store
-from wetmap.config import DataConfig
+from wetmap.config import DataConfig, SplitConfig, TileConfig
 from wetmap.errors import WetmapError
-from wetmap.io.labels import LabelCodes
-from wetmap.io.raster import GDAL_ENV
-from wetmap.io.windows import TileGrid
 from wetmap.model.inputs import InputStep
 
 
@@ -58,59 +56,37 @@ class ChipSet:
         return InputStep(tuple(self.bands), self.mean, self.std, indices, clear_channel)
 
 
-def band_stats(image: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and standard deviation over clear pixels only (clouds would skew them)."""
-    n = clear.sum()
-    if n == 0:
-        raise WetmapError("no clear training pixels to compute band statistics")
-    bands = image.transpose(1, 0, 2, 3).reshape(image.shape[1], -1)[:, clear.reshape(-1)].astype(np.float64)
-    mean = bands.mean(1)
-    std = bands.std(1)
-    return mean, np.where(std > 0, std, 1.0)
+def tile_config(data: DataConfig, seed: int, classes: Sequence[str]) -> TileConfig:
+    """The `wetmap tile` settings that cut the chips a training config names by rasters: chips of
+    `chip_size` side by side, kept when `min_valid` of them is clear and labelled, split by blocks
+    of `split_block` chips into train and val."""
+    if data.image is None or data.labels is None:
+        raise WetmapError("data.image and data.labels are needed to cut chips")
+    return TileConfig(image=data.image, labels=data.labels, clouds=data.clouds, band_names=data.band_names,
+                      classes=list(classes), label_values=data.label_values, bands=list(data.bands),
+                      size=data.chip_size, overlap=0, min_valid=data.min_valid, seed=seed,
+                      split=SplitConfig(block=data.split_block * data.chip_size, val=data.val_fraction, test=0.0),
+                      cloud=data.cloud)
 
 
-def extract_chips(cfg: DataConfig, seed: int = 0, classes: Sequence[str] = ("other", "wetland")) -> ChipSet:
-    """Cut the training chips from the image, labels and cloud mask named in `cfg`, in memory;
-    the label raster's values must be `classes` indexes unless `cfg.label_values` maps them."""
-    images, labs, valids, clears, splits = [], [], [], [], []
-    if cfg.image is None or cfg.labels is None:
-        raise WetmapError("data.image and data.labels are needed to cut chips in memory")
-    inputs = ChipInputs.of(cfg.image, cfg.labels, cfg.clouds, cfg.bands, cfg.cloud, cfg.band_names,
-                           LabelCodes.of(classes, cfg.label_values))
-    if inputs.mask is not None and inputs.mask.pending:
-        with ChipReader(inputs):   # checks every input before clouds are detected
-            pass
-        inputs = inputs.ready(cfg.cloud)
-    with rasterio.Env(**GDAL_ENV), ChipReader(inputs) as reader:
-        tiles = TileGrid(reader.grid.width, reader.grid.height, cfg.chip_size)
-        # The same block split as `wetmap tile`: blocks of split_block x split_block chips.
-        block_split = split_by_blocks(tiles, cfg.split_block * cfg.chip_size, cfg.val_fraction, 0.0, seed)
-        for tile, tile_split in zip(tiles, block_split):
-            chip = reader.read(tile.window)
-            if chip.valid.mean() < cfg.min_valid:
-                continue
-            images.append(chip.raw)
-            labs.append(chip.label)
-            valids.append(chip.valid)
-            clears.append(chip.clear)
-            splits.append(tile_split)
-    if not images:
-        raise WetmapError(f"no chip has at least {cfg.min_valid:.0%} valid pixels", cfg.image)
-    split = np.array(splits)
-    if not ((split == "train").any() and (split == "val").any()):
-        raise WetmapError("too few chips for a spatial split into train and val; use a smaller "
-                          "data.chip_size or data.split_block", cfg.image)
-    image, label, valid, clear = np.stack(images), np.stack(labs), np.stack(valids), np.stack(clears)
-    train = split == "train"
-    mean, std = band_stats(image[train], clear[train])
-    used = np.isin(split, ("train", "val"))
-    wet = ((label == 1) & valid)[used].sum()
-    summary: dict[str, float | int | str] = {
-        "valid_fraction": float(valid[used].mean()), "wetland_fraction": float(wet / max(1, valid[used].sum())),
-        "clouds": inputs.mask.describe() if inputs.mask else "none"}
-    wetland = ((label == 1) & valid).mean((1, 2)) / np.maximum(valid.mean((1, 2)), 1e-12)
-    return ChipSet(image, label, valid, clear, split, list(cfg.bands), mean, std, summary, inputs.scene.describe(),
-                   wetland, np.flatnonzero(np.isin(split, ("train", "val", "test"))))
+@contextlib.contextmanager
+def training_chips(data: DataConfig, seed: int, classes: Sequence[str]) -> Iterator[ChipSet]:
+    """The chips a run trains on, always read from a chip store: `data.chips`, or one cut first
+    from `data.image` / `data.labels` by `wetmap tile`'s own code into `data.store` (kept) or a
+    temporary folder (removed when training ends). One way to make chips: the same reading,
+    filtering, split and statistics whichever way a run names its data."""
+    if data.chips is not None:
+        yield load_chip_store(data.chips, data.bands)
+        return
+    tile = tile_config(data, seed, classes)
+    if data.store is not None:
+        build_chip_store(tile, data.store, overwrite=True)
+        yield load_chip_store(data.store, data.bands)
+        return
+    with tempfile.TemporaryDirectory(prefix="wetmap-chips-") as folder:
+        store = Path(folder) / "chips"
+        build_chip_store(tile, store)
+        yield load_chip_store(store, data.bands)
 
 
 def load_chip_store(path: str | Path, bands: list[str]) -> ChipSet:

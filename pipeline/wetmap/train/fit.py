@@ -30,7 +30,7 @@ from wetmap.model.network import task_kind, torchgeo_task_args
 from wetmap.model.pretrained import apply_weights, input_statistics, read_weights
 from wetmap.runtime import resolve_precision
 from wetmap.train.checkpoints import ResumePoint, VerifiedCheckpointIO
-from wetmap.train.dataset import ChipDataModule, chip_summary, extract_chips, load_chip_store
+from wetmap.train.dataset import ChipDataModule, ChipSet, chip_summary, training_chips
 from wetmap.train.task import WetmapTask, calibrate_threshold, evaluate_chips, selection_metric
 
 
@@ -45,8 +45,14 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
     if bundle_path.exists() and not (overwrite or resume):
         raise WetmapError("a model bundle already exists; pass --overwrite or --resume", bundle_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    chips = (load_chip_store(cfg.data.chips, cfg.data.bands) if cfg.data.chips
-             else extract_chips(cfg.data, cfg.seed, cfg.model.classes))
+    with training_chips(cfg.data, cfg.seed, cfg.model.classes) as chips:
+        return _fit(cfg, chips, resume, callbacks)
+
+
+def _fit(cfg: TrainRunConfig, chips: ChipSet, resume: bool, callbacks: list[L.Callback] | None) -> dict[str, Any]:
+    """`fit` on chips that stay readable until it returns."""
+    out = Path(cfg.output)
+    bundle_path = out / "model.pt"
     summary = chip_summary(chips)
     kind = task_kind(len(cfg.model.classes))
     step = chips.input_step(tuple(cfg.model.indices), cfg.model.clear_channel)
