@@ -33,9 +33,9 @@ def main() -> None:
         for name in LOSSES:
             start = time.perf_counter()
             results[name] = train_with(name, chips, chip, Path(tmp), args.epochs, args.seed)
-            print(f"  {name:<16} test Dice (clear pixels) {results[name]['test_dice']:.3f}   "
-                  f"val {results[name]['val_dice']:.3f}   {time.perf_counter() - start:.0f} s", flush=True)
-    best = max(results, key=lambda n: results[n]["test_dice"])
+            print(f"  {name:<16} test Dice (clear pixels) {results[name].test_dice:.3f}   "
+                  f"val {results[name].val_dice:.3f}   {time.perf_counter() - start:.0f} s", flush=True)
+    best = max(results, key=lambda n: results[n].test_dice)
     print(f"best on clear test pixels: {best}")
 
 

@@ -52,7 +52,7 @@ def bundle_path(sample: SampleFiles, tmp_path_factory: pytest.TempPathFactory) -
         "output": str(out),
     })
     result = fit(cfg)
-    return Path(result["bundle"])
+    return Path(result.bundle)
 
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:

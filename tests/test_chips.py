@@ -222,8 +222,8 @@ def test_training_reads_the_chip_store(store, tmp_path: Path) -> None:
     cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(store.path)},
                                                "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path)})
     result = fit(cfg)
-    assert result["chips_train"] == len(store.chips("train")) and result["chips_val"] == len(store.chips("val"))
-    bundle = load_bundle(result["bundle"])
+    assert result.chips_train == len(store.chips("train")) and result.chips_val == len(store.chips("val"))
+    bundle = load_bundle(result.bundle)
     assert np.allclose(bundle.mean, store.meta["stats"]["mean"])
 
 
@@ -242,8 +242,8 @@ def test_training_scores_the_test_split_when_there_is_one(sample, tmp_path: Path
     cfg = config.build(config.TrainRunConfig, {"data": {"chips": str(tmp_path / "s")},
                                                "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path / "r")})
     result = fit(cfg)
-    assert result["chips_test"] == len(open_chip_store(tmp_path / "s").chips("test")) > 0
-    assert 0.0 <= result["test_dice"] <= 1.0 or np.isnan(result["test_dice"])
+    assert result.chips_test == len(open_chip_store(tmp_path / "s").chips("test")) > 0
+    assert 0.0 <= result.test_dice <= 1.0 or np.isnan(result.test_dice)
 
 
 def test_no_chip_kept_names_the_file_that_explains_it(sample, tmp_path: Path) -> None:

@@ -247,8 +247,8 @@ def test_training_with_auto_clouds_leaves_detected_clouds_out_of_the_loss(tmp_pa
     clear_patch[::7, ::5] = True
     for name, flip in (("base", np.zeros_like(cloudy)), ("under_clouds", cloudy), ("clear", clear_patch & ~cloudy)):
         result = fit(train_cfg(scene, label_file(f"{name}.tif", flip), tmp_path / name))
-        runs[name] = torch.load(result["bundle"], weights_only=True)["state_dict"]
-        assert result["clouds"].startswith("detected by ukis-csmask")
+        runs[name] = torch.load(result.bundle, weights_only=True)["state_dict"]
+        assert result.clouds.startswith("detected by ukis-csmask")
     same = all(torch.equal(runs["base"][k], runs["under_clouds"][k]) for k in runs["base"])
     differ = any(not torch.equal(runs["base"][k], runs["clear"][k]) for k in runs["base"])
     assert same and differ, (same, differ)

@@ -141,8 +141,8 @@ def brute_force_counts(pred_path: Path, labels_path: Path, regions_path: Path) -
 def test_regional_report_counts_match_brute_force(prediction: Path, sample, tmp_path: Path) -> None:
     report = evaluate(prediction, sample.labels, sample.regions, tmp_path / "report")
     expected = brute_force_counts(prediction, sample.labels, sample.regions)
-    assert [r["name"] for r in report["regions"]] == list(expected)
-    for row in report["regions"]:
+    assert [r["name"] for r in report.report["regions"]] == list(expected)
+    for row in report.report["regions"]:
         assert [row["tp"], row["fp"], row["fn"], row["tn"]] == expected[row["name"]].tolist()
         if row["tp"] + row["fp"] + row["fn"]:
             assert math.isclose(row["dice"], 2 * row["tp"] / (2 * row["tp"] + row["fp"] + row["fn"]))
@@ -157,7 +157,7 @@ def test_polygon_truth_gives_the_same_report(prediction: Path, sample, tmp_path:
     """Within the labelled area, the wetland inventory and the label raster are the same truth."""
     raster = evaluate(prediction, sample.labels, sample.regions, tmp_path / "a")
     polygons = evaluate(prediction, sample.wetlands, sample.regions, tmp_path / "b")
-    for a, b in zip(raster["regions"], polygons["regions"]):
+    for a, b in zip(raster.report["regions"], polygons.report["regions"]):
         assert a["tp"] == b["tp"] and a["fp"] == b["fp"]
 
 

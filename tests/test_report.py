@@ -89,7 +89,7 @@ def test_counts_match_brute_force_per_region(scene, tmp_path: Path, monkeypatch,
     rep = evaluate(scene["pred"], scene["truth"], scene["regions"], tmp_path / "r", clouds=scene["clouds"])
     clear = read(scene["clouds"]) == 0
     expected = brute_force(read(scene["pred"]), read(scene["truth"]), clear, scene["regions"], 2)
-    rows = {r["name"]: r for r in rep["regions"]}
+    rows = {r["name"]: r for r in rep.report["regions"]}
     assert list(rows) == list(expected)
     for name, e in expected.items():
         r = rows[name]
@@ -110,11 +110,14 @@ def test_counts_match_brute_force_per_region(scene, tmp_path: Path, monkeypatch,
     # overlapping regions each count their shared pixels: the sum exceeds the pixels of the union
     assert rows["overlap"]["tn"] > 0 and sum(r["tp"] + r["fn"] for r in rows.values()) > 0
     total = [sum(e["counts"][1][i] for e in expected.values()) for i in range(4)]
-    assert list(rep["overall"]["counts"].values()) == total
+    assert list(rep.report["overall"]["counts"].values()) == total
     tp, fp, fn, _ = total
-    assert math.isclose(rep["overall"]["micro"]["dice"], 2 * tp / (2 * tp + fp + fn))
+    assert math.isclose(rep.report["overall"]["micro"]["dice"], 2 * tp / (2 * tp + fp + fn))
+    assert rep.micro.dice == rep.report["overall"]["micro"]["dice"] and rep.class_name == "wetland"
+    np.testing.assert_equal([(r.name, r.scores.dice) for r in rep.regions],
+                            [(r["name"], r["dice"]) for r in rep.report["regions"]])   # NaN equals NaN here
     defined = [r["dice"] for r in rows.values() if not r["dice_undefined"]]
-    assert math.isclose(rep["overall"]["macro"]["dice"], float(np.mean(defined)))
+    assert math.isclose(rep.report["overall"]["macro"]["dice"], float(np.mean(defined)))
 
 
 def test_report_files_are_complete_and_undefined_is_null(scene, tmp_path: Path) -> None:
@@ -154,13 +157,13 @@ def test_multiclass_maps_are_scored_per_class(tmp_path: Path) -> None:
     regions.to_file(tmp_path / "regions.gpkg")
     rep = evaluate(tmp_path / "p.tif", tmp_path / "t.tif", tmp_path / "regions.gpkg", tmp_path / "r")
     expected = brute_force(pred, truth, np.ones_like(pred, bool), tmp_path / "regions.gpkg", 3)
-    assert rep["classes"] == ["other", "wetland", "water"] and rep["class"] == "wetland"
-    for r in rep["regions"]:
-        for c, name in enumerate(rep["classes"]):
+    assert rep.report["classes"] == ["other", "wetland", "water"] and rep.report["class"] == "wetland"
+    for r in rep.report["regions"]:
+        for c, name in enumerate(rep.report["classes"]):
             got = r["per_class"][name]
             assert [got[key] for key in ("tp", "fp", "fn", "tn")] == expected[r["name"]]["counts"][c]
     assert "water_dice" in (tmp_path / "r" / "regions.csv").read_text().splitlines()[0]
-    assert set(rep["overall"]["per_class"]) == {"other", "wetland", "water"}
+    assert set(rep.report["overall"]["per_class"]) == {"other", "wetland", "water"}
 
 
 def test_cli_refuses_to_replace_a_report_and_names_bad_field(scene, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -193,9 +196,9 @@ def test_areas_are_true_hectares_in_degrees_and_in_web_mercator(tmp_path: Path) 
     lons = np.r_[np.linspace(west, west + 0.1, 101), np.linspace(west + 0.1, west, 101)]
     lats = np.r_[np.full(101, north), np.full(101, north - 0.1)]   # parallels, densified
     true_ha = abs(Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)[0]) / 10_000
-    assert rep["regions"][0]["pred_area_ha"] == pytest.approx(true_ha, rel=1e-4)
-    assert rep["overall"]["ref_area_ha"] == pytest.approx(true_ha, rel=1e-4)
-    assert rep["pixel_area_ha"] is None and "ellipsoid" in rep["area_method"]
+    assert rep.report["regions"][0]["pred_area_ha"] == pytest.approx(true_ha, rel=1e-4)
+    assert rep.report["overall"]["ref_area_ha"] == pytest.approx(true_ha, rel=1e-4)
+    assert rep.report["pixel_area_ha"] is None and "ellipsoid" in rep.report["area_method"]
     polygons = vectorize_classes(tmp_path / "pred.tif", tmp_path / "p.gpkg", 1, "wetland")
     assert polygons["area_ha"].sum() == pytest.approx(true_ha, rel=1e-4)
 

@@ -158,7 +158,7 @@ def test_training_on_the_fly_from_a_product_records_its_level(built, sample, tmp
     cfg = config.build(config.TrainRunConfig, {
         "data": {"image": str(product), "labels": str(sample.labels), "chip_size": 64, "split_block": 1},
         "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path / "run")})
-    bundle = load_bundle(fit(cfg)["bundle"])
+    bundle = load_bundle(fit(cfg).bundle)
     assert bundle.scene["level"] == "L2A" and bundle.scene["convention"] == "reflectance x 10000, offsets removed"
     l1c, _ = built["l1c"]
     with pytest.warns(WetmapWarning, match="scene is L1C, the model was trained on L2A"):

@@ -44,11 +44,11 @@ def test_resume_continues_to_the_same_result(sample, tmp_path: Path) -> None:
     assert (tmp_path / "b" / "checkpoints" / "last.ckpt").exists()
     assert not (tmp_path / "b" / "model.pt").exists()
     resumed = fit(cfg, resume=True)
-    a = torch.load(straight["bundle"], weights_only=True)["state_dict"]
-    b = torch.load(resumed["bundle"], weights_only=True)["state_dict"]
+    a = torch.load(straight.bundle, weights_only=True)["state_dict"]
+    b = torch.load(resumed.bundle, weights_only=True)["state_dict"]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
-    assert resumed["val_dice"] == pytest.approx(straight["val_dice"], abs=1e-6)
+    assert resumed.val_dice == pytest.approx(straight.val_dice, abs=1e-6)
 
 
 def test_augmentation_moves_image_labels_and_mask_together() -> None:
@@ -120,7 +120,7 @@ def test_resume_never_unpickles_a_file_that_a_checkpoint_points_at(sample, tmp_p
     torch.save(checkpoint, last)
     result = fit(cfg, resume=True)
     assert not marker.exists()
-    assert Path(result["bundle"]).exists()
+    assert Path(result.bundle).exists()
 
 
 def test_checkpoints_hold_only_what_resume_and_the_best_model_need(sample, tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_checkpoints_hold_only_what_resume_and_the_best_model_need(sample, tmp_p
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert "optimizer_states" not in best and last["optimizer_states"]
-    assert result["seconds_per_chip_epoch"] > 0 and result["train_seconds"] > 0
+    assert result.seconds_per_chip_epoch > 0 and result.train_seconds > 0
 
 
 def test_balanced_sampling_draws_chips_with_and_without_wetland_equally() -> None:

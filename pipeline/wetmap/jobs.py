@@ -329,8 +329,8 @@ def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.G
         report = evaluate(work / "wetlands.tif", cfg.reference, work / "region.gpkg", work / "report",
                           cfg=cfg.evaluate.model_copy(update={"region_field": "name"}))
         timings["evaluate"] = time.perf_counter() - t
-        metrics["dice_micro"] = report["overall"]["micro"]["dice"]
-        metrics["dice_macro"] = report["overall"]["macro"]["dice"]
+        metrics["dice_micro"] = report.micro.dice
+        metrics["dice_macro"] = report.macro.dice
         log.info("evaluated in %.1f s: micro Dice %.3f", timings["evaluate"], metrics["dice_micro"])
     from wetmap.runtime import versions
 

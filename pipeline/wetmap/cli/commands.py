@@ -122,20 +122,20 @@ def train(config_path: Path, output: Path | None, resume: bool, overwrite: bool,
     quiet_libraries()  # again: importing Lightning sets its loggers back to INFO
 
     result = fit(cfg, resume=resume, overwrite=overwrite)
-    if not result:  # a non-zero rank of a multi-GPU run: rank 0 reports
+    if result is None:  # a non-zero rank of a multi-GPU run: rank 0 reports
         return
-    console.print(f"trained {cfg.model.arch}/{cfg.model.backbone} for {result['epochs_run']} epochs on "
-                  f"{result['chips_train']} chips ({result['chips_val']} for validation) in "
-                  f"{result['train_seconds']:.0f} s: {result['seconds_per_chip_epoch'] * 1000:.1f} ms per chip-epoch")
-    if "pretrain" in result:
-        pre = result["pretrain"]
+    console.print(f"trained {cfg.model.arch}/{cfg.model.backbone} for {result.epochs_run} epochs on "
+                  f"{result.chips_train} chips ({result.chips_val} for validation) in "
+                  f"{result.train_seconds:.0f} s: {result.seconds_per_chip_epoch * 1000:.1f} ms per chip-epoch")
+    if result.pretrain is not None:
+        pre = result.pretrain
         console.print(f"pretrained on {pre['chips']} chips (labelled or not) for {pre['epochs']} epochs in "
                       f"{pre['seconds']:.0f} s: reconstruction loss {pre['loss_first_epoch']:.3f} -> "
                       f"{pre['loss_last_epoch']:.3f}")
-    console.print(f"clouds: {result['clouds']}")
-    console.print(f"validation Dice (wetland, clear pixels): {result['val_dice']:.3f} at P(wetland) > "
-                  f"{result['threshold']:g}")
-    console.print(f"model bundle: {result['bundle']}")
+    console.print(f"clouds: {result.clouds}")
+    console.print(f"validation Dice (wetland, clear pixels): {result.val_dice:.3f} at P(wetland) > "
+                  f"{result.threshold:g}")
+    console.print(f"model bundle: {result.bundle}")
 
 
 @cli.command()
@@ -259,16 +259,16 @@ def evaluate(pred: str, truth: str, regions: str, output: str, clouds: str | Non
     cfg = config.load(config.EvaluateConfig, config_path, extra, overrides)
     from wetmap.evaluate.report import evaluate as run_evaluate
 
-    report = run_evaluate(pred, truth, regions, output, clouds=clouds, cfg=cfg, overwrite=overwrite)
-    table = Table(title=f"{report['class']} Dice per region (clear pixels)")
+    result = run_evaluate(pred, truth, regions, output, clouds=clouds, cfg=cfg, overwrite=overwrite)
+    table = Table(title=f"{result.class_name} Dice per region (clear pixels)")
     for col in ("region", "Dice", "IoU", "precision", "recall", "pred ha", "ref ha", "valid"):
         table.add_column(col, justify="left" if col == "region" else "right")
-    for r in report["regions"]:
-        table.add_row(r["name"], _fmt(r["dice"]), _fmt(r["iou"]), _fmt(r["precision"]), _fmt(r["recall"]),
-                      _fmt(r["pred_area_ha"], ".1f"), _fmt(r["ref_area_ha"], ".1f"), _fmt(r["valid_fraction"], ".0%"))
+    for r in result.regions:
+        s = r.scores
+        table.add_row(r.name, _fmt(s.dice), _fmt(s.iou), _fmt(s.precision), _fmt(s.recall),
+                      _fmt(r.pred_area_ha, ".1f"), _fmt(r.ref_area_ha, ".1f"), _fmt(r.valid_fraction, ".0%"))
     console.print(table)
-    o = report["overall"]
-    console.print(f"overall Dice: micro {_fmt(o['micro']['dice'])}, macro {_fmt(o['macro']['dice'])}")
+    console.print(f"overall Dice: micro {_fmt(result.micro.dice)}, macro {_fmt(result.macro.dice)}")
     console.print(f"report: {output.rstrip('/')}/report.html (also report.md, report.json, regions.csv, "
                   f"regions.gpkg styled by Dice for QGIS)")
 

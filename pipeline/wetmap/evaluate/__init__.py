@@ -3,6 +3,6 @@
 The names below are the stage's public API; the modules hold the rest.
 """
 
-from wetmap.evaluate.report import evaluate
+from wetmap.evaluate.report import EvaluateResult, RegionScores, Scores, evaluate
 
-__all__ = ["evaluate"]
+__all__ = ["EvaluateResult", "RegionScores", "Scores", "evaluate"]

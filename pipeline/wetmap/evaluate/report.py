@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,52 @@ from wetmap.metrics import COUNT_NAMES, class_scores
 from wetmap.runtime import json_safe
 
 SCORE_NAMES = ("dice", "iou", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Dice, IoU, precision and recall; NaN where undefined (no valid pixel), never 0 or 1."""
+
+    dice: float
+    iou: float
+    precision: float
+    recall: float
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Scores:
+        return cls(*(float(row[name]) for name in SCORE_NAMES))
+
+
+@dataclass(frozen=True)
+class RegionScores:
+    """One region's scores for the report's class (wetland), its areas and how much was clear."""
+
+    name: str
+    scores: Scores
+    pred_area_ha: float
+    ref_area_ha: float
+    valid_fraction: float
+    cloud_fraction: float
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """A regional report: where it is, its headline figures, and `report`: all of report.json
+    (counts, every class, inputs), with NaN where the JSON has null."""
+
+    folder: Path | str
+    class_name: str
+    regions: list[RegionScores]
+    micro: Scores
+    macro: Scores
+    report: dict[str, Any]
+
+    @classmethod
+    def of(cls, folder: Path | str, report: dict[str, Any]) -> EvaluateResult:
+        regions = [RegionScores(r["name"], Scores.of(r), r["pred_area_ha"], r["ref_area_ha"], r["valid_fraction"],
+                                r["cloud_fraction"]) for r in report["regions"]]
+        overall = report["overall"]
+        return cls(folder, report["class"], regions, Scores.of(overall["micro"]), Scores.of(overall["macro"]), report)
 
 
 def class_row(counts: tuple[int, int, int, int], pred_ha: float, ref_ha: float) -> dict[str, Any]:
@@ -121,12 +168,12 @@ OUTPUT_NAMES = ("regions.csv", "report.json", "regions.gpkg", "regions.qml", "re
 
 def evaluate(pred: str | Path, truth: str | Path, regions: str | Path, out_dir: str | Path,
              clouds: str | Path | None = None, cfg: EvaluateConfig | None = None,
-             overwrite: bool = False) -> dict[str, Any]:
+             overwrite: bool = False) -> EvaluateResult:
     """Score `pred` against `truth` per region; write the tables, the styled regions and the pages
     to the folder `out_dir` (or a URL: made locally, verified, then uploaded; io.storage)."""
     with staged_folder(out_dir, overwrite, OUTPUT_NAMES) as out:
         report = _evaluate_into(pred, truth, regions, out, clouds, cfg, overwrite)
-    return report
+    return EvaluateResult.of(out_dir, report)
 
 
 def _evaluate_into(pred: str | Path, truth: str | Path, regions: str | Path, out: Path, clouds: str | Path | None,

@@ -3,6 +3,6 @@
 The names below are the stage's public API; the modules hold the rest.
 """
 
-from wetmap.train.fit import fit
+from wetmap.train.fit import FitResult, fit
 
-__all__ = ["fit"]
+__all__ = ["FitResult", "fit"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,32 @@ from wetmap.train.dataset import ChipDataModule, ChipSet, chip_summary, training
 from wetmap.train.task import WetmapTask, calibrate_threshold, evaluate_chips, selection_metric
 
 
+@dataclass(frozen=True)
+class FitResult:
+    """What a training run made and how it scored; `metrics` is all of metrics.json (per-class
+    scores and counts too)."""
+
+    bundle: Path
+    val_dice: float               # wetland Dice over the clear pixels of the validation chips
+    threshold: float              # P(wetland) above which a pixel is wetland (calibrated on val)
+    test_dice: float | None       # the same on the chip store's test split, where it has one
+    epochs_run: int
+    chips_train: int
+    chips_val: int
+    chips_test: int
+    train_seconds: float
+    seconds_per_chip_epoch: float
+    clouds: str                   # the cloud mask the chips were cut with
+    pretrain: dict[str, Any] | None
+    metrics: dict[str, Any]
+
+
 def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
-        callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+        callbacks: list[L.Callback] | None = None) -> FitResult | None:
     """Train a model from `cfg` and write the bundle, logs and checkpoints under cfg.output.
 
-    `callbacks` are extra Lightning callbacks (progress reporting, custom logging...).
+    `callbacks` are extra Lightning callbacks (progress reporting, custom logging...). Returns
+    None in the non-zero ranks of a multi-process (DDP) run: rank 0 writes and reports.
     """
     out = Path(cfg.output)
     bundle_path = out / "model.pt"
@@ -49,7 +71,7 @@ def fit(cfg: TrainRunConfig, resume: bool = False, overwrite: bool = True,
         return _fit(cfg, chips, resume, callbacks)
 
 
-def _fit(cfg: TrainRunConfig, chips: ChipSet, resume: bool, callbacks: list[L.Callback] | None) -> dict[str, Any]:
+def _fit(cfg: TrainRunConfig, chips: ChipSet, resume: bool, callbacks: list[L.Callback] | None) -> FitResult | None:
     """`fit` on chips that stay readable until it returns."""
     out = Path(cfg.output)
     bundle_path = out / "model.pt"
@@ -114,7 +136,7 @@ def _fit(cfg: TrainRunConfig, chips: ChipSet, resume: bool, callbacks: list[L.Ca
     trainer.fit(task, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     if trainer.global_rank != 0:
-        return {}
+        return None
 
     # The best weights are read from the name this run gave them, never from the path a resumed
     # checkpoint's callback state names (a crafted last.ckpt could point it at any file), and
@@ -145,7 +167,10 @@ def _fit(cfg: TrainRunConfig, chips: ChipSet, resume: bool, callbacks: list[L.Ca
         save_bundle(outputs[bundle_path], task.model, cfg.model, cfg.data.bands, step.mean, step.std, config,
                     {k: v for k, v in metrics.items() if not k.endswith("_scores")}, CLASS_COLORS, scene=chips.scene,
                     chip_size=int(chips.image.shape[-1]), threshold=threshold)
-    return {"bundle": str(bundle_path), **metrics}
+    return FitResult(bundle_path, float(metrics["val_dice"]), float(threshold), metrics.get("test_dice"), epochs,
+                     int(metrics["chips_train"]), int(metrics["chips_val"]), int(metrics.get("chips_test", 0)),
+                     seconds, float(metrics["seconds_per_chip_epoch"]), str(metrics.get("clouds", "none")),
+                     pretrain_report, metrics)
 
 
 def result_files(out: Path) -> list[Path]:

@@ -13,7 +13,7 @@ from typing import Any
 from wetmap import config
 from wetmap.chips.build import build_chip_store
 from wetmap.sample import make_sample
-from wetmap.train.fit import fit
+from wetmap.train.fit import FitResult, fit
 
 LOSSES: dict[str, dict[str, Any]] = {
     "masked Dice": {"name": "dice", "masked": True, "options": {"batch": True}},
@@ -36,9 +36,11 @@ def prepare(work: Path, size: int, seed: int = 0) -> tuple[Any, Path, int]:
     return files, work / "chips", chip
 
 
-def train_with(loss: str, chips: Path, chip: int, work: Path, epochs: int, seed: int = 0) -> dict[str, Any]:
-    """Train the U-Net with one of LOSSES; returns fit's metrics (val_dice, test_dice, bundle...)."""
+def train_with(loss: str, chips: Path, chip: int, work: Path, epochs: int, seed: int = 0) -> FitResult:
+    """Train the U-Net with one of LOSSES; returns fit's result (val_dice, test_dice, bundle...)."""
     cfg = config.build(config.TrainRunConfig, {
         "seed": seed, "data": {"chips": str(chips)}, "loss": LOSSES[loss],
         "train": {"epochs": epochs, "batch_size": 16}, "output": str(work / loss.replace(" ", "_"))})
-    return fit(cfg)
+    result = fit(cfg)
+    assert result is not None, "one process: rank 0 reports"
+    return result
