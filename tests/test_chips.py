@@ -243,7 +243,11 @@ def test_training_scores_the_test_split_when_there_is_one(sample, tmp_path: Path
                                                "train": {"epochs": 1, "batch_size": 8}, "output": str(tmp_path / "r")})
     result = fit(cfg)
     assert result.chips_test == len(open_chip_store(tmp_path / "s").chips("test")) > 0
-    assert 0.0 <= result.test_dice <= 1.0 or np.isnan(result.test_dice)
+    # The test Dice is the wetland class's, from exact counts over the test chips' clear pixels.
+    tp, fp, fn, _ = result.metrics["test_counts"][1]
+    assert tp + fp + fn > 0 and result.test_dice == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert result.metrics["test_dice"] != result.metrics["val_dice"] or result.metrics["test_counts"] != \
+        result.metrics["val_counts"]   # scored on its own chips, not a copy of validation
 
 
 def test_no_chip_kept_names_the_file_that_explains_it(sample, tmp_path: Path) -> None:

@@ -224,6 +224,7 @@ def train_cfg(scene: Path, labels: Path, out: Path) -> config.TrainRunConfig:
     })
 
 
+@pytest.mark.slow
 def test_training_with_auto_clouds_leaves_detected_clouds_out_of_the_loss(tmp_path) -> None:
     """An L1C scene without a mask: labels flipped under the detected clouds change nothing; the same
     flip on clear pixels changes the weights (so the comparison can fail)."""

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # each notebook trains and predicts end to end
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -135,6 +135,7 @@ def test_parts_are_whole_tile_rows_of_about_the_asked_pixels() -> None:
         assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))   # contiguous, nothing twice
 
 
+@pytest.mark.slow
 def test_two_dask_workers_predict_the_same_bytes_as_one_process(bundle_path: Path, sample, tmp_path: Path) -> None:
     # One tile row per part: more parts (5) than may be in flight on two workers (4).
     cfg = PredictConfig(tile_size=64, overlap=16, batch_size=3, device="cpu", part_megapixels=0.01)

@@ -155,6 +155,7 @@ class StallingProxy:
         self.listener.close()
 
 
+@pytest.mark.slow
 def test_a_killed_upload_leaves_no_object_under_the_final_key(s3, sample, bundle_path, tmp_path) -> None:
     bucket = new_bucket(s3)
     url = f"s3://{bucket}/maps/wetlands.tif"
@@ -227,6 +228,7 @@ def test_a_job_under_an_s3_output_root_writes_the_run_then_latest_and_is_idempot
         f"{name}.2"
 
 
+@pytest.mark.slow
 def test_dask_workers_read_scenes_only_by_url(s3, sample, bundle_path, tmp_path) -> None:
     bucket = new_bucket(s3)
     for path in (sample.scene_a, sample.scene_a_scl):

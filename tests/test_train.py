@@ -31,6 +31,7 @@ def run_cfg(sample, out: Path) -> config.TrainRunConfig:
         "seed": 5,
         "data": {"image": str(sample.scene_a), "labels": str(sample.labels), "clouds": str(sample.scene_a_scl),
                  "chip_size": 64, "split_block": 1},
+        "model": {"arch": "fcn"},   # a small stand-in network: resuming is under test, not the U-Net
         "train": {"epochs": 2, "batch_size": 8, "checkpoint_minutes": 0},
         "output": str(out),
     })
@@ -218,6 +219,7 @@ def test_threshold_calibration_finds_the_validation_optimum() -> None:
     assert calibrate_threshold(task, chips(np.zeros_like(label)), 4, chips(label).input_step())[0] == 0.5
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_score_validation_as_one_write_one_bundle_and_resume(sample, tmp_path: Path) -> None:
     """Lightning DDP on the CPU (gloo), 2 processes started by `wetmap train` itself: each sees part
     of the validation chips (5: split 3 + 2, none repeated), and the Dice logged per epoch from the
@@ -235,7 +237,8 @@ def test_two_ddp_processes_score_validation_as_one_write_one_bundle_and_resume(s
         "overlap": 0, "min_valid": 0.05, "unlabelled": False, "split": {"block": 64, "val": 0.3, "test": 0.0}}), chips)
     (tmp_path / "t.yaml").write_text(f"seed: 0\ndata: {{chips: {chips}}}\n"
                                      "train: {epochs: 2, batch_size: 4, checkpoint_minutes: 0, pretrain_epochs: 0, "
-                                     "calibrate_threshold: false, devices: 2, strategy: ddp, accelerator: cpu}\n")
+                                     "calibrate_threshold: false, devices: 2, strategy: ddp, accelerator: cpu}\n"
+                                     "model: {arch: fcn}\n")   # a small stand-in: DDP is under test, not the U-Net
     wetmap = Path(sys.executable).with_name("wetmap")
     run = tmp_path / "run"
 
