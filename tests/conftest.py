@@ -182,7 +182,7 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 
 
 def write_job(folder: Path, sample, bundle_path: Path, root: Path, **extra) -> Path:
-    """A job file over the sample's regions and scenes (tests/test_jobs.py, test_workflows.py)."""
+    """A job file over the sample's regions and scenes (tests/jobs/test_jobs.py, tests/test_workflows.py)."""
     job = {
         "name": "marshes",
         "region": {"file": str(sample.regions), "field": "name"},

@@ -26,8 +26,8 @@ from wetmap.masks.cloud import CLEAR, CLOUD, GROWN, NO_DATA, SHADOW, CloudMask, 
 from wetmap.masks.detection import block_mean, cache_folder, detected_mask, ready_mask
 from wetmap.scenes import open_scene, resolve_mask
 
-DATA = Path(__file__).parent / "data" / "csmask"
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+DATA = Path(__file__).resolve().parents[1] / "data" / "csmask"
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
 
 

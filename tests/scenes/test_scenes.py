@@ -30,7 +30,7 @@ from wetmap.predict.mosaic import predict_mosaic
 from wetmap.scenes import open_scene
 from wetmap.scenes.landsat import read_mtl
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 needs_realdata = pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata is not here")
 CFG = PredictConfig(tile_size=64, overlap=16, batch_size=8, device="cpu", precision="fp32")
 
@@ -220,7 +220,8 @@ def test_a_band_the_scene_lacks_is_one_line(built, bundle_path, tmp_path, monkey
 def served(built) -> str:
     """The Earth Search-style item and its SAFE, served over HTTP on 127.0.0.1."""
     safe, _ = built["safe"]
-    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("range_server.py")), str(safe.parent)],
+    range_server = Path(__file__).resolve().parents[1] / "range_server.py"
+    server = subprocess.Popen([sys.executable, str(range_server), str(safe.parent)],
                               stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline())
