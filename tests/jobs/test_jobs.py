@@ -167,3 +167,16 @@ def test_a_job_passes_cloud_choices_on_and_finds_mask_files_beside_scenes(sample
         assert pairs(choice) == [(str(sample.scene_a), choice)]
     assert pairs(None) == [(str(sample.scene_a), None)]
     assert pairs("{stem}_scl.tif") == [(str(sample.scene_a), str(sample.scene_a_scl))]
+
+
+def test_a_job_refuses_output_settings_under_predict(tmp_path: Path) -> None:
+    """A job writes probabilities always and takes polygons from its own keys: the same under predict: is refused."""
+    from wetmap import config
+    from wetmap.errors import WetmapError
+
+    job = {"name": "j", "region": {"bounds": [0, 0, 1, 1], "crs": "EPSG:4326"}, "model": "m.pt",
+           "output_root": str(tmp_path), "scenes": {"images": ["a.tif"]}}
+    assert config.build(config.JobConfig, {**job, "vectorize": False, "predict": {"crs": "EPSG:3035"}})
+    for key, value in (("vectorize", False), ("min_area_ha", 1.0), ("probabilities", False)):
+        with pytest.raises(WetmapError, match=f"predict.{key} is not a job setting"):
+            config.build(config.JobConfig, {**job, "predict": {key: value}})

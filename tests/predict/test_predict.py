@@ -191,3 +191,20 @@ def test_worker_reloads_a_bundle_retrained_at_the_same_path(bundle_path: Path, s
     torch.save(payload, path)   # "retrained": every weight zero, so every pixel gets one class
     _, second, _ = predict_part(str(path), scenes, grid, cfg, 0, rows)
     assert len(np.unique(first[first != 255])) == 2 and len(np.unique(second[second != 255])) == 1
+
+
+def test_a_predict_config_file_sets_the_outputs_and_a_flag_wins(monkeypatch, bundle_path: Path, sample,
+                                                                 tmp_path: Path) -> None:
+    """probabilities / vectorize / crs / resolution are PredictConfig keys: the file decides, a flag overrides."""
+    cfg = tmp_path / "predict.yaml"
+    cfg.write_text("probabilities: true\nvectorize: true\ncrs: EPSG:3035\nresolution: 40\n")
+    out = tmp_path / "a" / "m.tif"
+    assert run_cli(["predict", bundle_path, sample.scene_a, "--clouds", sample.scene_a_scl, "--config", cfg,
+                    "-o", out], monkeypatch) == 0
+    assert out.with_name("m_probability.tif").exists() and out.with_suffix(".gpkg").exists()
+    with rasterio.open(out) as src:
+        assert src.crs.to_epsg() == 3035 and src.res == (40.0, 40.0)
+    out = tmp_path / "b" / "m.tif"
+    assert run_cli(["predict", bundle_path, sample.scene_a, "--clouds", sample.scene_a_scl, "--config", cfg,
+                    "--no-probabilities", "--no-vectorize", "-o", out], monkeypatch) == 0
+    assert out.exists() and not out.with_name("m_probability.tif").exists() and not out.with_suffix(".gpkg").exists()

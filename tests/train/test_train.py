@@ -258,3 +258,16 @@ def test_two_ddp_processes_score_validation_as_one_write_one_bundle_and_resume(s
     assert not list(run.rglob("*.tmp*"))
     train("--resume", "--set", "train.epochs=3")
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_rasters_are_cut_into_the_named_store_and_training_reads_it(sample, tmp_path: Path) -> None:
+    """One way to make chips: data.image / data.labels go through wetmap tile's store, kept in data.store."""
+    from wetmap.chips.store import open_chip_store
+
+    cfg = run_cfg(sample, tmp_path / "run")
+    cfg = config.build(config.TrainRunConfig, {**config.dump(cfg), "data": {**config.dump(cfg)["data"],
+                                                                             "store": str(tmp_path / "chips")}})
+    result = fit(cfg)
+    store = open_chip_store(tmp_path / "chips")
+    assert result is not None and result.chips_train == len(store.chips("train")) > 0
+    assert result.chips_val == len(store.chips("val")) > 0 and store.meta["size"] == 64 and store.meta["overlap"] == 0

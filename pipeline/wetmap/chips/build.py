@@ -28,7 +28,12 @@ from dask.callbacks import Callback
 from rasterio.windows import Window
 
 from wetmap import __version__
+from wetmap.chips.chunks import FLAT_KEYS
+from wetmap.chips.cut import _cut_batch, close_readers
 from wetmap.chips.notes import empty_splits, no_chip_kept
+from wetmap.chips.reader import ChipInputs, ChipReader
+from wetmap.chips.split import BUFFER, SPLITS, split_by_blocks, split_by_regions
+from wetmap.chips.store import CHIPS_FORMAT, INDEX, LABEL_UNKNOWN, META, STORE, _write_index
 from wetmap.config import TileConfig
 from wetmap.errors import WetmapError, WetmapWarning
 from wetmap.io.labels import LabelCodes
@@ -38,11 +43,6 @@ from wetmap.progress import tracker
 
 if TYPE_CHECKING:
     from distributed import Client
-from wetmap.chips.chunks import FLAT_KEYS
-from wetmap.chips.cut import _cut_batch, close_readers
-from wetmap.chips.reader import ChipInputs, ChipReader
-from wetmap.chips.split import BUFFER, SPLITS, split_by_blocks, split_by_regions
-from wetmap.chips.store import CHIPS_FORMAT, INDEX, LABEL_UNKNOWN, META, STORE, _write_index
 
 CHIPS_PER_TASK = 16  # tiles are visited in row-major order, so a batch reuses the blocks it decoded
 

@@ -13,12 +13,13 @@ import zarr.codecs
 import zarr.storage
 from rasterio.windows import Window
 
-if TYPE_CHECKING:
-    pass
 from wetmap.chips.chunks import _store_kept
 from wetmap.chips.reader import ChipInputs, ChipReader
 from wetmap.chips.split import SPLITS
 from wetmap.chips.store import LABEL_UNKNOWN, MASKS
+
+if TYPE_CHECKING:
+    pass
 
 # With `unlabelled`, chips at least this clear are stored without labels too (pretraining).
 UNLABELLED_CLEAR = 0.5

@@ -11,6 +11,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from wetmap.chips.mask import ChipCounts, mask_chip
+from wetmap.chips.store import LABEL_UNKNOWN
 from wetmap.config import DEFAULT_BANDS, CloudConfig
 from wetmap.io.labels import LabelCodes
 from wetmap.io.vector import open_labels
@@ -19,7 +20,6 @@ from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolv
 
 if TYPE_CHECKING:
     pass
-from wetmap.chips.store import LABEL_UNKNOWN
 
 
 @dataclass(frozen=True)

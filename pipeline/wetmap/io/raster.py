@@ -25,12 +25,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from wetmap.errors import WetmapError, first_line
+from wetmap.io.paths import check_local, gdal_path, is_remote
 
 if TYPE_CHECKING:
     import xarray as xr
-
-
-from wetmap.io.paths import check_local, gdal_path, is_remote
 
 # Bounded GDAL block cache (MB) so memory stays flat however large the raster is.
 GDAL_ENV = {"GDAL_CACHEMAX": 256}

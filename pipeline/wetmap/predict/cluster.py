@@ -13,14 +13,13 @@ from wetmap.config import PredictConfig
 from wetmap.io.cog import NODATA
 from wetmap.io.raster import Grid
 from wetmap.io.windows import TileGrid
-from wetmap.predict.classes import class_labels, class_probability, percent
-
-if TYPE_CHECKING:
-    pass
-from wetmap.predict.classes import wetland_index
+from wetmap.predict.classes import class_labels, class_probability, percent, wetland_index
 from wetmap.predict.runner import TilePredictor, predict_strips
 from wetmap.predict.scenes import READ_ENV, Scene, SceneStack
 from wetmap.runtime import resolve_device
+
+if TYPE_CHECKING:
+    pass
 
 
 def part_bounds(tiles: TileGrid, megapixels: float) -> list[tuple[int, int]]:

@@ -37,15 +37,15 @@ from wetmap.io.vector import burn
 from wetmap.io.windows import TileGrid
 from wetmap.model.bundle import Bundle
 from wetmap.predict.classes import class_labels, class_probability, percent, wetland_index
+from wetmap.predict.cluster import _predict_on_cluster
+from wetmap.predict.runner import TilePredictor, predict_strips
+from wetmap.predict.scenes import READ_ENV, Scene, SceneStack, check_scenes, refuse_inputs_as_outputs, scene_lines
 from wetmap.progress import tracker
+from wetmap.runtime import resolve_device
 from wetmap.scenes import CONVENTION, scene_grid
 
 if TYPE_CHECKING:
     from distributed import Client
-from wetmap.predict.cluster import _predict_on_cluster
-from wetmap.predict.runner import TilePredictor, predict_strips
-from wetmap.predict.scenes import READ_ENV, Scene, SceneStack, check_scenes, refuse_inputs_as_outputs, scene_lines
-from wetmap.runtime import resolve_device
 
 
 @dataclass

@@ -14,11 +14,11 @@ from wetmap.io.readahead import read_ahead
 from wetmap.io.windows import Tile, TileGrid
 from wetmap.model.bundle import Bundle
 from wetmap.predict.classes import combine_scenes
+from wetmap.predict.scenes import SceneStack
+from wetmap.runtime import autocast_dtype
 
 if TYPE_CHECKING:
     pass
-from wetmap.predict.scenes import SceneStack
-from wetmap.runtime import autocast_dtype
 
 # Test-time views: (quarter turns, flip left-right) of the dihedral group; flips = the identity,
 # both mirror images and their product (a half turn).
