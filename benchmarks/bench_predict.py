@@ -127,11 +127,12 @@ def tile_reads(image: Path) -> tuple[float, float]:
     """Seconds to read every overlapping tile once: GDAL windows (its block cache) vs StripReader."""
     import rasterio
 
-    from wetmap.io.raster import GDAL_ENV, StripReader, read_window
+    from wetmap.io.raster import StripReader, read_window
+    from wetmap.runtime import gdal_env
 
     times = []
     for strips in (False, True):
-        with rasterio.Env(**GDAL_ENV), rasterio.open(image) as src:
+        with gdal_env(), rasterio.open(image) as src:
             reader = StripReader(src, list(src.indexes)) if strips else None
             start = time.perf_counter()
             for tile in TileGrid(src.width, src.height, CFG["tile_size"], CFG["overlap"]):

@@ -99,13 +99,13 @@ def make_products(folder: Path, size: int) -> tuple[Path, Path, Path]:
 def read_breakdown(scene: Path, size: int) -> dict[str, float]:
     """Seconds each band file takes to serve prediction's tiles (strips, warps, decoding), read alone."""
     from wetmap.io.windows import TileGrid
-    from wetmap.predict.scenes import READ_ENV
+    from wetmap.predict.scenes import read_env
     from wetmap.scenes import SceneReader, open_scene, scene_grid
 
     bands = open_scene(scene).select(["B02", "B03", "B04", "B08", "B11", "B12"])
     grid = scene_grid(bands)
     times: dict[str, float] = {}
-    with rasterio.Env(**READ_ENV), SceneReader(bands, grid, strips=True) as reader:
+    with read_env(), SceneReader(bands, grid, strips=True) as reader:
         for tile in TileGrid(size, size, CFG.tile_size, CFG.overlap):
             for file in reader.files:
                 start = time.perf_counter()

@@ -11,14 +11,21 @@ On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (with an SCL mask and a la
       run on each, one cluster up at a time, the order alternating; each cluster is started, and
       its workers' imports and kernel load done, before the clock starts (that one-time cost is
       printed apart); the median speed-up counts;
-  (3) peak RSS of `wetmap tile` on 16384^2 vs 4096^2 (target <= 1.3x).
+  (3) peak RSS of `wetmap tile` on 16384^2 vs 4096^2 (target <= 1.3x);
+  (4) with `--writers`: the chip store's chunks written by wetmap's own writer (plain files for
+      raw chunks) vs zarr-python's default codec pipeline, the `zarrs` codec pipeline and
+      `tensorstore`, raw and with --compress, interleaved rounds, each as a tiling rate over the
+      same run's own-writer rate (a library is used if it is within 10 %). zarrs and tensorstore are
+      not wetmap dependencies: `pip install zarrs==0.2.3 tensorstore==0.1.86` first.
 
-    .venv/bin/python benchmarks/bench_tile.py [--size 8192] [--repeats 5] [--skip-memory]
+    .venv/bin/python benchmarks/bench_tile.py [--size 8192] [--repeats 5] [--skip-memory] [--writers]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
 import shutil
 import statistics
@@ -30,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import zarr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+import wetmap.chips.chunks
 from wetmap import config
 from wetmap.chips.build import build_chip_store
 from wetmap.chips.mask import mask_chip
@@ -201,6 +210,77 @@ def scale_out(paths: dict[str, Path], folder: Path, repeats: int) -> None:
           f"{statistics.median(ready[1]):.1f} s for 1 worker, {statistics.median(ready[2]):.1f} s for 2)")
 
 
+OWN_WRITER = wetmap.chips.chunks._store_chunks
+
+
+def zarr_writer(array: zarr.Array, start: int, data: np.ndarray) -> None:
+    """Whole chunks written through zarr-python (its configured codec pipeline)."""
+    array[start:start + len(data)] = data
+
+
+_TENSORSTORES: dict[tuple[str, int], object] = {}
+
+
+def tensorstore_writer(array: zarr.Array, start: int, data: np.ndarray) -> None:
+    """The same chunks written by tensorstore into the array zarr-python created (opened once
+    per array and thread, as the tiler opens its Zarr arrays)."""
+    import threading
+
+    import tensorstore as ts
+
+    root = Path(array.store.root) / array.path
+    key = (str(root), threading.get_ident())
+    if key not in _TENSORSTORES:
+        _TENSORSTORES[key] = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(root)}},
+                                     open=True).result()
+    target = _TENSORSTORES[key]
+    target[start:start + len(data)].write(data).result()  # type: ignore[index]
+
+
+@contextlib.contextmanager
+def writer(name: str):
+    """Tile with chunk writer `name` for the duration (the tiler's arrays are opened per run)."""
+    chosen = {"own": OWN_WRITER, "zarr": zarr_writer, "zarrs": zarr_writer, "tensorstore": tensorstore_writer}[name]
+    pipeline = {"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"} if name == "zarrs" else {}
+    wetmap.chips.chunks._store_chunks = chosen
+    try:
+        with zarr.config.set(pipeline):
+            yield
+    finally:
+        wetmap.chips.chunks._store_chunks = OWN_WRITER
+        _TENSORSTORES.clear()
+
+
+def writers(folder: Path, size: int, repeats: int) -> None:
+    """(4) the tiling rate with each chunk writer over the own writer's, raw and compressed."""
+    paths = make_inputs(folder, size)
+    read_blocks(paths["image"])
+    run_tile(paths, folder / "chips_writer")   # the first tile also loads the compiled mask kernel
+    names = ["own", "zarr"] + [n for n in ("zarrs", "tensorstore") if importlib.util.find_spec(n)]
+    missing = {"zarrs", "tensorstore"} - set(names)
+    if missing:
+        print(f"  not installed, not measured: {', '.join(sorted(missing))}")
+    for compress in (False, True):
+        # compressed chunks already go through zarr-python: "own" is the zarr writer there
+        runs = [n for n in names if not (compress and n == "own")]
+        times: dict[str, list[float]] = {n: [] for n in runs}
+        for i in range(repeats):
+            order = runs if i % 2 == 0 else runs[::-1]
+            for name in order:
+                os.sync()
+                with writer(name):
+                    times[name].append(run_tile(paths, folder / "chips_writer", compress))
+                shutil.rmtree(folder / "chips_writer")
+        base = "zarr" if compress else "own"
+        label = "with --compress (LZ4)" if compress else "raw chunks"
+        for i in range(repeats):
+            print(f"  {label}, round {i + 1}: " + ", ".join(f"{n} {times[n][i]:.2f} s" for n in runs))
+        figures = ", ".join(f"{n} {statistics.median(times[base][i] / times[n][i] for i in range(repeats)):.2f}"
+                            for n in runs if n != base)
+        print(f"chunk writers, {label}: tiling rate over {base}'s, median of {repeats}: {figures} "
+              f"({base}: {statistics.median(times[base]):.2f} s)")
+
+
 def memory(folder: Path) -> None:
     """(3) peak RSS of `wetmap tile` as the scene grows 16-fold in area."""
     rss = {}
@@ -219,8 +299,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved (read, tile, tile --compress) rounds")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 4096^2 vs 16384^2 memory runs")
     parser.add_argument("--only-memory", action="store_true", help="only the memory runs")
+    parser.add_argument("--writers", action="store_true", help="only (4): compare the chunk writers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as tmp:
+        if args.writers:
+            writers(Path(tmp), args.size, args.repeats)
+            return
         if not args.only_memory:
             speed(Path(tmp), args.size, args.repeats)
         if not args.skip_memory:

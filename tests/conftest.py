@@ -3,6 +3,7 @@ and a runner of `wetmap` commands in fresh processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -10,12 +11,16 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
 from wetmap import config
 from wetmap.sample import SampleFiles, make_sample
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 SAMPLE_SIZE = 256
 
@@ -194,3 +199,26 @@ def write_job(folder: Path, sample, bundle_path: Path, root: Path, **extra) -> P
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
+
+
+@pytest.fixture(scope="session")
+def dask_workers(s3_server: S3Server) -> Iterator[Client]:
+    """A client of two Dask worker processes, shared by the session's Dask tests (a LocalCluster
+    takes seconds to start). The workers start with the S3 server's variables in their
+    environment, as workers deployed beside a bucket would; the tests' own process does not keep
+    them."""
+    from wetmap.runtime import dask_client
+
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as env:
+            for var, value in s3_server.env().items():
+                env.setenv(var, value)
+            client = stack.enter_context(dask_client(workers=2))
+        assert client is not None
+        yield client
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that use `dask_workers` run last, one after another, so the cluster is up only
+    while they run (idle, its scheduler, nannies and workers take a share of a core)."""
+    items.sort(key=lambda item: "dask_workers" in getattr(item, "fixturenames", ()))

@@ -41,6 +41,7 @@ import shapely
 from wetmap import __version__, config
 from wetmap.config import JobConfig
 from wetmap.errors import JobBusy, WetmapError, WetmapWarning
+from wetmap.io.outputs import commit_dir, point_link
 from wetmap.io.paths import is_remote
 from wetmap.io.storage import Remote, join, output_url, staging_root
 from wetmap.io.vector import read_polygons, region_names
@@ -108,8 +109,8 @@ class Place:
         """Put the finished run in place under a new name, then point `latest` at it."""
         name = self.run_name()
         if self.remote is None:
-            os.rename(work, self.local / name)
-            point_latest(self.local, name)
+            commit_dir(work, self.local / name, overwrite=False)
+            point_link(self.local / "latest", name)
         else:
             self.remote.put_folder(work, name, last=MANIFEST)
             self.remote.put_text(name + "\n", "latest")
@@ -236,13 +237,6 @@ def fingerprint(cfg: JobConfig, scenes: list[tuple[str, str | None]]) -> dict[st
     config_json = json.dumps(config.dump(cfg), sort_keys=True)
     return {"config_sha256": hashlib.sha256(config_json.encode()).hexdigest(), "wetmap": __version__,
             "model": file_fingerprint(Path(cfg.model), checksum=True), "inputs": inputs}
-
-
-def point_latest(job_dir: Path, name: str) -> None:
-    """Swap the `latest` symlink in one rename, so it always points at a complete run."""
-    tmp = job_dir / f".latest.{uuid.uuid4().hex[:8]}"
-    os.symlink(name, tmp)
-    os.replace(tmp, job_dir / "latest")
 
 
 @contextlib.contextmanager

@@ -8,12 +8,14 @@ area has an undefined Dice (NaN), never a silent 1 or 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
+SCORE_NAMES = ("dice", "iou", "precision", "recall")
 
 
 def confusion(pred_labels: Any, target: Any, valid: Any | None, num_classes: int) -> Any:
@@ -62,6 +64,15 @@ def class_scores(tp: int, fp: int, fn: int, tn: int = 0) -> dict[str, float]:
     }
 
 
+def mean_defined(rows: Sequence[Mapping[str, float]], keys: Iterable[str] = SCORE_NAMES) -> dict[str, float]:
+    """The macro mean: each score averaged over the rows (classes, regions) where it is defined."""
+    means = {}
+    for key in keys:
+        values = [row[key] for row in rows if not math.isnan(row[key])]
+        means[key] = float(np.mean(values)) if values else math.nan
+    return means
+
+
 def scores(counts: Any, include_background: bool = True) -> dict[str, Any]:
     """Per-class scores plus micro (summed counts) and macro (mean of defined classes) means.
 
@@ -77,9 +88,4 @@ def scores(counts: Any, include_background: bool = True) -> dict[str, Any]:
     chosen = c if include_background else c[1:]
     per = per_class if include_background else per_class[1:]
     tp, fp, fn, tn = (int(v) for v in chosen.sum(0))
-    micro = class_scores(tp, fp, fn, tn)
-    macro = {}
-    for key in ("dice", "iou", "precision", "recall"):
-        values = [s[key] for s in per if not math.isnan(s[key])]
-        macro[key] = float(np.mean(values)) if values else math.nan
-    return {"per_class": per_class, "micro": micro, "macro": macro}
+    return {"per_class": per_class, "micro": class_scores(tp, fp, fn, tn), "macro": mean_defined(per)}

@@ -1,4 +1,10 @@
-"""Where and how work runs: the Dask client, the device, the precision policies, provenance.
+"""Where and how work runs: GDAL's settings, the Dask client, the device, the precision policies,
+provenance.
+
+GDAL: every read and write runs under `gdal_env`, with a bounded block cache so memory stays flat
+however large the raster is: a scan of blocks (evaluate, vectorize, report pages) keeps a few rows
+of them (SCAN_CACHE_MB); readers that keep what they read themselves (prediction's strips, the
+tiler's batches) or pass once (verifying a written COG) need only a small one (STREAM_CACHE_MB).
 
 Dask: `--workers N` starts a LocalCluster of N single-threaded worker processes (GDAL decoding and
 numpy release the GIL, but one process per core keeps block caches and memory per worker small);
@@ -28,6 +34,17 @@ from wetmap.errors import WetmapError
 
 if TYPE_CHECKING:
     from distributed import Client
+
+
+SCAN_CACHE_MB = 256
+STREAM_CACHE_MB = 64
+
+
+def gdal_env(cache_mb: int | None = SCAN_CACHE_MB, **options: str | int) -> rasterio.Env:
+    """GDAL's settings for one piece of work: the block cache (None: leave it as it is) and `options`."""
+    if cache_mb is not None:
+        options["GDAL_CACHEMAX"] = cache_mb
+    return rasterio.Env(**options)
 
 
 # Dask's nannies set MALLOC_TRIM_THRESHOLD_ for their workers, so that freed memory goes back to

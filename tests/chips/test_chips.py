@@ -20,7 +20,6 @@ from wetmap.config import DEFAULT_BANDS, CloudConfig
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid, open_lazy, stack_bands, write_raster
 from wetmap.io.windows import TileGrid
-from wetmap.runtime import dask_client
 
 
 def tile_cfg(sample, **extra) -> config.TileConfig:
@@ -139,15 +138,13 @@ def test_split_by_regions(sample, tmp_path: Path) -> None:
             assert ga.union_all().intersection(gb.union_all()).area == 0
 
 
-def test_two_dask_workers_give_identical_store(sample, store, tmp_path: Path) -> None:
+def test_two_dask_workers_give_identical_store(sample, store, dask_workers, tmp_path: Path) -> None:
     out = tmp_path / "store2"
-    ours = os.environ.get("MALLOC_TRIM_THRESHOLD_")   # before: a nanny may set it in its own process
-    with dask_client(workers=2) as client:
-        build_chip_store(tile_cfg(sample), out, client=client)
-        # Workers inherit glibc's malloc settings untouched (Dask's default would switch off the
-        # dynamic mmap threshold; see wetmap/cluster.py).
-        trim = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
-    assert set(trim.values()) == {ours}
+    build_chip_store(tile_cfg(sample), out, client=dask_workers)
+    # Workers inherit glibc's malloc settings untouched (Dask's default would switch off the
+    # dynamic mmap threshold; see wetmap/runtime.py).
+    trim = dask_workers.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+    assert set(trim.values()) == {os.environ.get("MALLOC_TRIM_THRESHOLD_")}
     other = open_chip_store(out)
     assert (other.image[:] == store.image[:]).all()
     assert (other.label[:] == store.label[:]).all() and (other.valid[:] == store.valid[:]).all()

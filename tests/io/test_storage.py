@@ -28,7 +28,6 @@ from wetmap.errors import WetmapError
 from wetmap.io.storage import Remote, output_url, staged_output
 from wetmap.jobs import run_job
 from wetmap.predict.mosaic import predict_mosaic
-from wetmap.runtime import dask_client
 
 CFG = PredictConfig(tile_size=64, overlap=16, batch_size=8, device="cpu", precision="fp32")
 
@@ -229,14 +228,14 @@ def test_a_job_under_an_s3_output_root_writes_the_run_then_latest_and_is_idempot
 
 
 @pytest.mark.slow
-def test_dask_workers_read_scenes_only_by_url(s3, sample, bundle_path, tmp_path) -> None:
+def test_dask_workers_read_scenes_only_by_url(s3, sample, bundle_path, dask_workers, tmp_path) -> None:
     bucket = new_bucket(s3)
     for path in (sample.scene_a, sample.scene_a_scl):
         s3.client.upload_file(str(path), bucket, path.name)
     cfg = CFG.model_copy(update={"part_megapixels": 0.01})
     local = predict_mosaic(bundle_path, [sample.scene_a], tmp_path / "local.tif", clouds=[sample.scene_a_scl], cfg=cfg)
-    with dask_client(workers=2) as client:   # worker processes: they get the bundle path and the URLs only
-        remote = predict_mosaic(bundle_path, [f"s3://{bucket}/{sample.scene_a.name}"], f"s3://{bucket}/out.tif",
-                                clouds=[f"s3://{bucket}/{sample.scene_a_scl.name}"], cfg=cfg, client=client)
+    # worker processes: they get the bundle path and the URLs only
+    remote = predict_mosaic(bundle_path, [f"s3://{bucket}/{sample.scene_a.name}"], f"s3://{bucket}/out.tif",
+                            clouds=[f"s3://{bucket}/{sample.scene_a_scl.name}"], cfg=cfg, client=dask_workers)
     assert remote.classes == f"s3://{bucket}/out.tif"
     assert np.array_equal(pixels(f"/vsis3/{bucket}/out.tif"), pixels(local.classes))

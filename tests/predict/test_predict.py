@@ -20,7 +20,6 @@ from wetmap.model.bundle import Bundle
 from wetmap.predict.cluster import part_bounds, predict_part
 from wetmap.predict.mosaic import predict_mosaic
 from wetmap.predict.scenes import Scene
-from wetmap.runtime import dask_client
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
 UTM = CRS.from_epsg(32632)
@@ -136,15 +135,15 @@ def test_parts_are_whole_tile_rows_of_about_the_asked_pixels() -> None:
 
 
 @pytest.mark.slow
-def test_two_dask_workers_predict_the_same_bytes_as_one_process(bundle_path: Path, sample, tmp_path: Path) -> None:
+def test_two_dask_workers_predict_the_same_bytes_as_one_process(bundle_path: Path, sample, dask_workers,
+                                                                 tmp_path: Path) -> None:
     # One tile row per part: more parts (5) than may be in flight on two workers (4).
     cfg = PredictConfig(tile_size=64, overlap=16, batch_size=3, device="cpu", part_megapixels=0.01)
     local = predict_mosaic(bundle_path, [sample.scene_a, sample.scene_b], tmp_path / "one.tif",
                            clouds=[sample.scene_a_scl, sample.scene_b_scl], cfg=cfg, probabilities=True)
-    with dask_client(workers=2) as client:
-        spread = predict_mosaic(bundle_path, [sample.scene_a, sample.scene_b], tmp_path / "two.tif",
-                                clouds=[sample.scene_a_scl, sample.scene_b_scl], cfg=cfg, probabilities=True,
-                                client=client)
+    spread = predict_mosaic(bundle_path, [sample.scene_a, sample.scene_b], tmp_path / "two.tif",
+                            clouds=[sample.scene_a_scl, sample.scene_b_scl], cfg=cfg, probabilities=True,
+                            client=dask_workers)
     for a, b in ((local.classes, spread.classes), (local.probabilities, spread.probabilities)):
         with rasterio.open(a) as x, rasterio.open(b) as y:
             assert np.array_equal(x.read(), y.read()) and x.transform == y.transform

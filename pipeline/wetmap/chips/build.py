@@ -36,8 +36,9 @@ from wetmap.chips.split import BUFFER, SPLITS, split_by_blocks, split_by_regions
 from wetmap.chips.store import CHIPS_FORMAT, INDEX, LABEL_UNKNOWN, META, STORE, _write_index
 from wetmap.config import TileConfig
 from wetmap.errors import WetmapError, WetmapWarning
+from wetmap.io.failures import write_failure
 from wetmap.io.labels import LabelCodes
-from wetmap.io.outputs import check_writable, commit_dir, remove_stale, scratch_path, write_failure
+from wetmap.io.outputs import check_writable, commit_dir, remove_stale, scratch_path
 from wetmap.io.windows import TileGrid
 from wetmap.progress import tracker
 

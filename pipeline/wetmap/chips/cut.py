@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
-import rasterio
 import zarr
 import zarr.codecs
 import zarr.storage
@@ -17,14 +16,11 @@ from wetmap.chips.chunks import _store_kept
 from wetmap.chips.reader import ChipInputs, ChipReader
 from wetmap.chips.split import SPLITS
 from wetmap.chips.store import LABEL_UNKNOWN, MASKS
-
-if TYPE_CHECKING:
-    pass
+from wetmap.runtime import STREAM_CACHE_MB, gdal_env
 
 # With `unlabelled`, chips at least this clear are stored without labels too (pretraining).
 UNLABELLED_CLEAR = 0.5
 
-TILE_CACHE_MB = 64   # GDAL block cache per process while tiling: a row of blocks, not the scene
 
 _READERS: dict[tuple[ChipInputs, int], ChipReader] = {}
 
@@ -87,7 +83,7 @@ def _cut_batch_rows(inputs: ChipInputs, store: str, jobs: Sequence[tuple[int, Wi
     """
     first = jobs[0][0]
     assert [j[0] for j in jobs] == list(range(first, first + len(jobs))), "a batch's chips are consecutive"
-    with rasterio.Env(GDAL_CACHEMAX=TILE_CACHE_MB):
+    with gdal_env(STREAM_CACHE_MB):   # per process: a row of blocks, not the scene
         reader = _reader(inputs)
         arrays = _store_arrays(store)
         image = np.zeros((len(jobs), reader.n_bands, size, size), arrays["image"].dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -17,9 +17,6 @@ from wetmap.io.labels import LabelCodes
 from wetmap.io.vector import open_labels
 from wetmap.masks.cloud import CloudMask
 from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask, scene_grid
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)

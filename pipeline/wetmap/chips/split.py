@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -13,10 +12,6 @@ from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid
 from wetmap.io.vector import read_polygons
 from wetmap.io.windows import Tile, TileGrid
-
-if TYPE_CHECKING:
-    pass
-
 
 SPLITS = ("train", "val", "test")
 

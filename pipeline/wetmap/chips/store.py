@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -18,10 +18,6 @@ import zarr.storage
 from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid
 from wetmap.io.windows import Tile
-
-if TYPE_CHECKING:
-    pass
-
 
 LABEL_UNKNOWN = 255
 

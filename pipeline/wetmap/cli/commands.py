@@ -282,7 +282,7 @@ def run_command(job: Path, wait: bool, force: bool) -> None:
 
     Exit codes for schedulers: 0 done or up to date, 1 failed or already running, 2 bad input.
     """
-    from wetmap.io.outputs import write_failure
+    from wetmap.io.failures import write_failure
     from wetmap.jobs import run_job
 
     try:

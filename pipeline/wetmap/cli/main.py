@@ -77,7 +77,7 @@ def exit_status(exc: Exception) -> tuple[int, str] | None:
     from rasterio._err import CPLE_BaseError
     from rasterio.errors import RasterioError
 
-    from wetmap.io.outputs import write_failure
+    from wetmap.io.failures import write_failure
 
     if isinstance(exc, WetmapError):
         return exc.exit_code, f"error: {exc}"

@@ -22,8 +22,9 @@ import shapely
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from wetmap.io.raster import GDAL_ENV, Grid
+from wetmap.io.raster import Grid
 from wetmap.io.styles import CLASS_COLORS, DICE_BINS, UNDEFINED_COLOR, dice_color
+from wetmap.runtime import gdal_env
 
 if TYPE_CHECKING:
     from wetmap.evaluate.tally import RegionTally
@@ -56,7 +57,7 @@ def prediction_preview(pred: str | Path) -> tuple[np.ndarray, tuple[float, float
     Classes other than the first keep their palette colour; the first ("other") is transparent so
     the regions show through; no data and cloud are a grey veil.
     """
-    with rasterio.Env(**GDAL_ENV), rasterio.open(pred) as src:
+    with gdal_env(), rasterio.open(pred) as src:
         scale = max(1.0, max(src.width, src.height) / MAP_PIXELS)
         shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
         classes = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 
 from wetmap.config import EvaluateConfig
 from wetmap.evaluate.tally import RegionTally, tally
@@ -29,10 +28,8 @@ from wetmap.io.raster import (
 )
 from wetmap.io.storage import staged_folder
 from wetmap.io.styles import dice_qml
-from wetmap.metrics import COUNT_NAMES, class_scores
+from wetmap.metrics import COUNT_NAMES, SCORE_NAMES, class_scores, mean_defined
 from wetmap.runtime import json_safe
-
-SCORE_NAMES = ("dice", "iou", "precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -108,12 +105,8 @@ def overall(rows: list[dict[str, Any]], cls: str | None) -> dict[str, Any]:
     total = [sum(pick(r)[name] for r in rows) for name in COUNT_NAMES]
     micro = class_row(tuple(total), sum(pick(r)["pred_area_ha"] for r in rows),
                       sum(pick(r)["ref_area_ha"] for r in rows))
-    macro = {}
-    for key in SCORE_NAMES:
-        values = [pick(r)[key] for r in rows if not math.isnan(pick(r)[key])]
-        macro[key] = float(np.mean(values)) if values else math.nan
     return {"micro": {key: micro[key] for key in SCORE_NAMES},
-            "macro": macro, "counts": dict(zip(COUNT_NAMES, total)),
+            "macro": mean_defined([pick(r) for r in rows], SCORE_NAMES), "counts": dict(zip(COUNT_NAMES, total)),
             "pred_area_ha": micro["pred_area_ha"], "ref_area_ha": micro["ref_area_ha"]}
 
 

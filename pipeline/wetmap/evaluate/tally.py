@@ -16,7 +16,6 @@ from wetmap.evaluate.zonal import ZonalCounter
 from wetmap.io.areas import PixelArea
 from wetmap.io.labels import LabelCodes
 from wetmap.io.raster import (
-    GDAL_ENV,
     Grid,
     open_raster,
     read_window,
@@ -27,6 +26,7 @@ from wetmap.io.windows import blocks
 from wetmap.masks.cloud import CloudMask
 from wetmap.metrics import matrix_counts
 from wetmap.progress import tracker
+from wetmap.runtime import gdal_env
 
 NODATA = 255
 
@@ -102,7 +102,7 @@ def tally(pred: str | Path, truth: str | Path, regions: str | Path, clouds: str 
     read and count were measured slower: reads from two threads contend inside GDAL.)
     """
     cfg = cfg or EvaluateConfig()
-    with rasterio.Env(**GDAL_ENV):
+    with gdal_env():
         with open_raster(pred) as src:
             grid = Grid.of(src)
             classes = (src.tags().get("CLASSES") or "other,wetland").split(",")

@@ -19,9 +19,7 @@ those of a process that is gone (or of any process, a day later).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import math
 import os
 import re
 import resource
@@ -35,88 +33,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from wetmap.errors import WetmapError, first_line
+from wetmap.errors import WetmapError
+from wetmap.io.failures import detail, free_space, messages, nearly_full, write_failure
+from wetmap.runtime import STREAM_CACHE_MB, gdal_env
 
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 STALE_AFTER_S = 24 * 3600
-NEARLY_FULL = 1 << 20
-
-# errno values that mean "this place cannot take the output", each with the words a user needs.
-WRITE_ERRNOS = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EFBIG: "file size limit reached",
-    errno.EACCES: "not writable (permission denied)",
-    errno.EPERM: "not writable (operation not permitted)",
-    errno.EROFS: "not writable (read-only file system)",
-    errno.ENOTDIR: "a path component is a file, not a folder",
-}
-# The same conditions as libraries word them when they do not raise OSError (GDAL, libtiff, torch).
-_WRITE_WORDS = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
-                "File too large": errno.EFBIG, "file write failed": errno.EIO, "Write failed": errno.EIO,
-                "Write error": errno.EIO, "IO error writing": errno.EIO, "Permission denied": errno.EACCES,
-                "Read-only file system": errno.EROFS}
-
-
-def free_space(path: str | Path) -> str:
-    """Free space on the file system holding `path` (or its nearest existing folder), in words,
-    with the process's file size limit when it has one (`ulimit -f`)."""
-    place = Path(path).absolute()
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    try:
-        free = shutil.disk_usage(place).free
-    except OSError:
-        text = "free space unknown"
-    else:
-        exponent = min(4, int(math.log(free, 1024))) if free >= 1024 else 0
-        text = (f"{free} bytes free" if exponent == 0
-                else f"{free / 1024 ** exponent:.1f} {('KiB', 'MiB', 'GiB', 'TiB')[exponent - 1]} free")
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return text if limit == resource.RLIM_INFINITY else f"{text}; file size limit {limit} bytes"
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and the exceptions that caused it, innermost last (rasterio's "Write failed. See
-    previous exception" is raised from GDAL's own message)."""
-    found = [exc]
-    while len(found) < 8 and (inner := found[-1].__cause__ or found[-1].__context__) is not None:
-        found.append(inner)
-    return found
-
-
-def _messages(exc: BaseException) -> list[str]:
-    return [str(e) for e in _chain(exc)]
-
-
-def _detail(exc: BaseException) -> str:
-    return first_line(_chain(exc)[-1])
-
-
-def write_failure(path: str | Path, exc: BaseException) -> WetmapError | None:
-    """The one-line error for a failed write of `path`, or None when `exc` is not about writing
-    (then it is a bug and keeps its traceback)."""
-    code = exc.errno if isinstance(exc, OSError) else None  # rasterio's CPLE errors carry GDAL's numbers there
-    messages = _messages(exc)
-    if code not in WRITE_ERRNOS:
-        code = next((c for text in messages for words, c in _WRITE_WORDS.items() if words in text), None)
-        if code is None:
-            return None
-    reason = WRITE_ERRNOS.get(code) or _detail(exc)
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):  # a place problem, not a space one
-        return WetmapError(f"could not be written: {reason}", getattr(exc, "filename", None) or path)
-    return WetmapError(f"could not be written: {reason} ({free_space(path)})", path)
-
-
-def _nearly_full(path: Path) -> bool:
-    """Less than 1 MiB free where `path` goes: a failed write there is the full disk's doing."""
-    place = path.absolute()
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    try:
-        return shutil.disk_usage(place).free < NEARLY_FULL
-    except OSError:
-        return False
 
 
 def check_writable(path: str | Path, overwrite: bool) -> Path:
@@ -224,7 +146,7 @@ def verify(path: Path, final: Path, pixels: list[int] | None = None) -> list[int
     except WetmapError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to read it back means it is not complete
-        raise WetmapError(f"was not written completely ({free_space(final)}): {_detail(exc)}", final) from exc
+        raise WetmapError(f"was not written completely ({free_space(final)}): {detail(exc)}", final) from exc
     return None
 
 
@@ -235,7 +157,7 @@ def _verify_raster(path: Path) -> list[int]:
 
     # One pass over every block gains nothing from a block cache; under GDAL's default (5 % of the
     # machine's memory) the check's memory grew with the raster (benchmarks/bench_dask_predict.py).
-    with rasterio.Env(GDAL_CACHEMAX=64):
+    with gdal_env(STREAM_CACHE_MB):
         with rasterio.open(path) as src:
             pixels = [src.checksum(b) for b in src.indexes]
             levels = len(src.overviews(1))
@@ -325,7 +247,7 @@ class OutputSet:
         about writing: its words say so, it names a file of the set, the process has a file
         size limit, or the disk is (nearly) full: there libraries fail in all sorts of words
         (SQLite: "no such table"). Else None: a bug, which keeps its traceback."""
-        text = " ".join([*_messages(exc), str(getattr(exc, "filename", ""))])
+        text = " ".join([*messages(exc), str(getattr(exc, "filename", ""))])
         named = next((f for f, tmp in self._tmp.items() if tmp.name in text), None) or next(
             (self.outputs[-1] for tmp in self._work if tmp.name in text), None)
         limited = resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
@@ -333,15 +255,15 @@ class OutputSet:
         failure = write_failure(suspect, exc)
         if failure is not None:
             return failure
-        detail = _detail(exc)
+        reason = detail(exc)
         if named is not None:
-            return WetmapError(f"was not written completely ({free_space(named)}): {detail}", named)
+            return WetmapError(f"was not written completely ({free_space(named)}): {reason}", named)
         if limited:  # past the limit, a write fails wherever it lands (SQLite writes pages far ahead)
-            return WetmapError(f"could not be written: file size limit reached ({free_space(suspect)}): {detail}",
+            return WetmapError(f"could not be written: file size limit reached ({free_space(suspect)}): {reason}",
                                suspect)
-        if _nearly_full(suspect):
+        if nearly_full(suspect):
             return WetmapError(f"could not be written: no space left on the device ({free_space(suspect)}): "
-                               f"{detail}", suspect)
+                               f"{reason}", suspect)
         return None
 
     def _final_names(self, text: str) -> str:
@@ -394,3 +316,12 @@ def commit_dir(tmp: Path, final: Path, overwrite: bool) -> None:
     else:
         os.replace(tmp, final)
     _fsync_dir(final.parent)
+
+
+def point_link(link: Path, target: str) -> None:
+    """Point the symlink `link` at `target` in one rename, so it always names a complete output."""
+    remove_stale(link)
+    tmp = scratch_path(link, "")
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)

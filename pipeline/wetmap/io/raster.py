@@ -26,13 +26,10 @@ from rasterio.windows import Window
 
 from wetmap.errors import WetmapError, first_line
 from wetmap.io.paths import check_local, gdal_path, is_remote
+from wetmap.runtime import gdal_env
 
 if TYPE_CHECKING:
     import xarray as xr
-
-# Bounded GDAL block cache (MB) so memory stays flat however large the raster is.
-GDAL_ENV = {"GDAL_CACHEMAX": 256}
-
 
 @dataclass(frozen=True)
 class Grid:
@@ -70,7 +67,7 @@ def open_raster(path: str | Path, *, need_crs: bool = True) -> DatasetReader:
     check_local(text)
     try:
         if is_remote(text):   # no listing of the remote folder: one request fewer per file
-            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+            with gdal_env(None, GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
                 src = rasterio.open(text)
         else:
             src = rasterio.open(text)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import rasterio
 
 from wetmap.config import PredictConfig
 from wetmap.io.cog import NODATA
@@ -15,11 +13,8 @@ from wetmap.io.raster import Grid
 from wetmap.io.windows import TileGrid
 from wetmap.predict.classes import class_labels, class_probability, percent, wetland_index
 from wetmap.predict.runner import TilePredictor, predict_strips
-from wetmap.predict.scenes import READ_ENV, Scene, SceneStack
+from wetmap.predict.scenes import Scene, SceneStack, read_env
 from wetmap.runtime import resolve_device
-
-if TYPE_CHECKING:
-    pass
 
 
 def part_bounds(tiles: TileGrid, megapixels: float) -> list[tuple[int, int]]:
@@ -54,7 +49,7 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
     classes = np.full((bottom - top, grid.width), NODATA, np.uint8)
     prob = np.full((bottom - top, grid.width), NODATA, np.uint8)
     wet = wetland_index(predictor.bundle.classes)
-    with rasterio.Env(**READ_ENV):
+    with read_env():
         stack = SceneStack(scenes, grid, predictor.bundle.bands, cfg.cloud)
         try:
             for row, strip, valid in predict_strips(predictor, stack, tiles, max(0, first - 1), stop, cfg):

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from wetmap.config import PredictConfig
@@ -39,7 +38,7 @@ from wetmap.model.bundle import Bundle
 from wetmap.predict.classes import class_labels, class_probability, percent, wetland_index
 from wetmap.predict.cluster import _predict_on_cluster
 from wetmap.predict.runner import TilePredictor, predict_strips
-from wetmap.predict.scenes import READ_ENV, Scene, SceneStack, check_scenes, refuse_inputs_as_outputs, scene_lines
+from wetmap.predict.scenes import Scene, SceneStack, check_scenes, read_env, refuse_inputs_as_outputs, scene_lines
 from wetmap.progress import tracker
 from wetmap.runtime import resolve_device
 from wetmap.scenes import CONVENTION, scene_grid
@@ -161,7 +160,7 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
     wet = wetland_index(info["classes"])
     precision = "fp32"
     cls_tmp, prob_tmp = outputs.scratch(out, ".strips.tif"), outputs.scratch(out, ".pstrips.tif")
-    with rasterio.Env(**READ_ENV), tracker("predict", grid.height, "rows") as advance:
+    with read_env(), tracker("predict", grid.height, "rows") as advance:
         cls_dst = open_strip_writer(cls_tmp, grid, "uint8", f"{info['classes'][wet]} class", info["colors"], tags)
         prob_dst = (open_strip_writer(prob_tmp, grid, "uint8", f"{info['classes'][wet]} probability (%)", None, tags)
                     if prob_path else None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,9 +15,6 @@ from wetmap.model.bundle import Bundle
 from wetmap.predict.classes import combine_scenes
 from wetmap.predict.scenes import SceneStack
 from wetmap.runtime import autocast_dtype
-
-if TYPE_CHECKING:
-    pass
 
 # Test-time views: (quarter turns, flip left-right) of the dihedral group; flips = the identity,
 # both mirror images and their product (a half turn).

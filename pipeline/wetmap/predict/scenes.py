@@ -6,28 +6,32 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import rasterio
 
 from wetmap.config import CloudConfig
 from wetmap.errors import WetmapError, WetmapWarning
 from wetmap.io.paths import gdal_path
-from wetmap.io.raster import GDAL_ENV, Grid
+from wetmap.io.raster import Grid
 from wetmap.io.windows import Tile
 from wetmap.masks.cloud import CloudMask
 from wetmap.model.bundle import Bundle
+from wetmap.runtime import STREAM_CACHE_MB, gdal_env
 from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask
 from wetmap.scenes.check import check_range, level_mismatch
 
-if TYPE_CHECKING:
-    pass
 
+def read_env() -> rasterio.Env:
+    """GDAL's settings while prediction reads its strips.
 
-# Strips hold many blocks: GDAL decodes them on every core while the model waits for the batch.
-# StripReader keeps what is read, so GDAL's own cache only buffers writes: a small one keeps
-# memory from growing with the scene's width.
-READ_ENV = {**GDAL_ENV, "GDAL_CACHEMAX": 64, "GDAL_NUM_THREADS": "ALL_CPUS"}
+    Strips hold many blocks: GDAL decodes them on every core while the model waits for the batch.
+    StripReader keeps what it reads, so GDAL's own cache only buffers writes: a small one keeps
+    memory from growing with the scene's width.
+    """
+    return gdal_env(STREAM_CACHE_MB, GDAL_NUM_THREADS="ALL_CPUS")
+
 
 @dataclass(frozen=True)
 class Scene:

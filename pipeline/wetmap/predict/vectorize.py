@@ -16,8 +16,9 @@ import rasterio.features
 import shapely
 
 from wetmap.io.areas import polygon_hectares
-from wetmap.io.raster import GDAL_ENV, Grid, open_raster
+from wetmap.io.raster import Grid, open_raster
 from wetmap.io.styles import embed_style, polygon_qml
+from wetmap.runtime import gdal_env
 
 
 def vectorize_classes(raster: str | Path, out: str | Path, value: int, name: str, min_area_ha: float = 0.0,
@@ -26,7 +27,7 @@ def vectorize_classes(raster: str | Path, out: str | Path, value: int, name: str
     with `area_ha`; polygons smaller than `min_area_ha` are left out. The style is stored in the
     GeoPackage (`styles.embed_style`), so the class raster keeps its own OUT.qml. `out` is
     written as given: the caller commits it (`io.outputs`)."""
-    with rasterio.Env(**GDAL_ENV), open_raster(raster) as src:
+    with gdal_env(), open_raster(raster) as src:
         grid = Grid.of(src)
         shapes = rasterio.features.shapes(rasterio.band(src, 1), connectivity=4, transform=src.transform)
         geoms = [shapely.geometry.shape(g) for g, v in shapes if int(v) == value]
