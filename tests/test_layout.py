@@ -25,6 +25,7 @@ STAGES: list[tuple[str, ...]] = [
     ("train",),
     ("predict",),
     ("evaluate",),
+    ("change",),
     ("jobs",),
     ("cli", "__main__"),
 ]

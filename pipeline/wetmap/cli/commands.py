@@ -5,6 +5,7 @@ Stage modules are imported inside the commands, so `wetmap --help` and a bad fla
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from pathlib import Path
 
@@ -277,8 +278,11 @@ def evaluate(pred: str, truth: str, regions: str, output: str, clouds: str | Non
 @click.argument("job", type=click.Path(path_type=Path))
 @click.option("--wait", is_flag=True, help="If the job is already running, wait for it instead of exiting.")
 @click.option("--force", is_flag=True, help="Run even if the latest results are up to date.")
-def run_command(job: Path, wait: bool, force: bool) -> None:
-    """Run a regional mapping job (configs/jobs/<region>.yaml): predict, clip, evaluate.
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]),
+              help="Compare with the newest complete run of this day or before (default: the latest run).")
+def run_command(job: Path, wait: bool, force: bool, since: dt.datetime | None) -> None:
+    """Run a regional mapping job (configs/jobs/<region>.yaml): predict, clip, evaluate, and
+    compare with an earlier run (wetland gained and lost per region).
 
     Exit codes for schedulers: 0 done or up to date, 1 failed or already running, 2 bad input.
     """
@@ -286,7 +290,7 @@ def run_command(job: Path, wait: bool, force: bool) -> None:
     from wetmap.jobs import run_job
 
     try:
-        result = run_job(job, wait=wait, force=force)
+        result = run_job(job, wait=wait, force=force, since=since.date() if since else None)
     except JobBusy as exc:
         raise JobBusy(f"{job}: {exc}") from None
     except WetmapError:
@@ -302,5 +306,37 @@ def run_command(job: Path, wait: bool, force: bool) -> None:
     metrics = result.manifest["metrics"]
     dice = f", micro Dice {metrics['dice_micro']:.3f}" if metrics.get("dice_micro") is not None else ""
     console.print(f"done: {result.run_dir} ({metrics['valid_fraction']:.0%} clear{dice})")
+    change = result.manifest.get("change") or {}
+    if change.get("previous"):
+        console.print(f"since {change['previous']}: {change['gained_ha']:.1f} ha wetland gained, "
+                      f"{change['lost_ha']:.1f} ha lost (pixels clear in both runs; change.csv, change.tif)")
+
+
+@cli.command()
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per run and region) instead of a table.")
+def history(job: Path, as_csv: bool) -> None:
+    """Wetland area per region over every complete run of a job, with gains and losses."""
+    from wetmap.jobs.history import HistoryRow, job_history
+
+    rows, without = job_history(job)
+    if as_csv:
+        import csv
+        import sys
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(HistoryRow.FIELDS)
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in (getattr(row, f) for f in HistoryRow.FIELDS)])
+        return
+    table = Table(title="wetland per region and run (clear pixels)")
+    for col in ("run", "region", "wetland ha", "clear", "gained ha", "lost ha", "since"):
+        table.add_column(col, justify="left" if col in ("run", "region", "since") else "right")
+    for r in rows:
+        table.add_row(r.run, r.region, _fmt(r.wetland_ha, ".1f"), _fmt(r.clear_fraction, ".0%"),
+                      _fmt(r.gained_ha, ".1f"), _fmt(r.lost_ha, ".1f"), r.previous or "")
+    console.print(table)
+    if without:
+        console.print(f"runs without change.json (made by an older wetmap): {', '.join(without)}")
 
 
