@@ -121,3 +121,18 @@ def test_since_picks_the_run_to_compare_with(two_runs, monkeypatch, capsys) -> N
     first.run_dir.rename(first.run_dir.with_name("2020-01-01"))   # as if the first run were older
     third = run_job(job, since=dt.date(2020, 6, 1))
     assert third.status == "done" and third.manifest["change"]["previous"] == "2020-01-01"
+
+
+def test_a_run_without_cloud_masks_compares_only_where_the_masked_run_was_clear(sample, bundle_path,
+                                                                                 tmp_path: Path) -> None:
+    """`scenes.clouds: none` (a mask word, not a file) runs; compared with a masked run, every
+    pixel the masked run could not see is unknown, whatever the unmasked run says there."""
+    masked = run_job(write_job(tmp_path, sample, bundle_path, tmp_path / "out"))
+    job = write_job(tmp_path, sample, bundle_path, tmp_path / "out",
+                    scenes={"images": [str(sample.scene_a.with_name("scene_?.tif"))], "clouds": "none"})
+    bare = run_job(job)
+    assert bare.status == "done" and bare.manifest["change"]["previous"] == masked.run_dir.name
+    assert not any(entry["path"] == "none" for entry in bare.manifest["fingerprint"]["inputs"])
+    before, now = read(masked.run_dir / "wetlands.tif"), read(bare.run_dir / "wetlands.tif")
+    change = read(bare.run_dir / "change.tif")
+    assert (before == 255).any() and np.array_equal(change == 255, (before == 255) | (now == 255))

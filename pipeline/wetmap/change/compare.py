@@ -10,14 +10,15 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wetmap.change.raster import CHANGE_COLORS, CHANGE_NAMES, GAINED, LOST, check_same_classes, write_change_raster
+from wetmap.change.raster import CHANGE_COLORS, CHANGE_NAMES, GAINED, LOST, write_change_raster
 from wetmap.change.regions import RegionChange, region_changes
 from wetmap.io.areas import PixelArea
 from wetmap.io.outputs import OutputSet
+from wetmap.predict.vectorize import vectorize_classes
 from wetmap.runtime import json_safe
 
 FIELDS = ["name", "wetland_ha", "clear_fraction", "previous_wetland_ha", "previous_clear_fraction", "gained_ha",
@@ -28,12 +29,10 @@ TABLE_FILES = ("change.csv", "change.json")
 
 @dataclass(frozen=True)
 class ChangeResult:
-    """What `compare_runs` wrote: the per-region figures, and the change layers when there was a
-    previous run."""
+    """The per-region figures `compare_runs` wrote, and the run they compare with (None: none)."""
 
     previous: str | None
     regions: list[RegionChange]
-    files: list[Path] = field(default_factory=list)
 
     def totals(self) -> dict[str, float | None]:
         """Hectares over all regions (None where there was nothing to compare with)."""
@@ -58,23 +57,20 @@ def compare_runs(current: Path, previous: str | Path | None, previous_name: str 
     """Compare the class map `current` with `previous` (another run's, any path or URL GDAL
     reads; None for a job's first run, with the reason in `not_compared`) over `regions`,
     writing into the folder `out`."""
-    from wetmap.predict.vectorize import vectorize_classes
-
     names = (*(CHANGE_FILES if previous is not None else ()), *TABLE_FILES)
     with OutputSet([out / name for name in names], overwrite=False) as outputs:
         info: dict[str, Any] = {"previous": previous_name, "current_map": current.name,
                                 "previous_map": str(previous) if previous is not None else None,
                                 **({"not_compared": not_compared} if not_compared else {})}
         if previous is not None:
-            classes = check_same_classes(previous, current)
-            grid = write_change_raster(outputs, previous, current, out / "change.tif",
+            grid, classes = write_change_raster(outputs, previous, current, out / "change.tif",
                                        {"PREVIOUS_RUN": previous_name or str(previous)})
             tif, gpkg = outputs[out / "change.tif"], outputs[out / "change.gpkg"]
             for value in (GAINED, LOST):
                 vectorize_classes(tif, gpkg, value, CHANGE_NAMES[value], min_area_ha, CHANGE_COLORS[value])
             info.update(classes=classes, area_method=PixelArea(grid).method)
         rows = region_changes(current, previous, regions)
-        result = ChangeResult(previous_name, rows, [out / name for name in names])
+        result = ChangeResult(previous_name, rows)
         _write_csv(outputs[out / "change.csv"], rows)
         info.update(regions=[r.row() for r in rows], totals=result.totals())
         outputs[out / "change.json"].write_text(json.dumps(json_safe(info), indent=2, allow_nan=False))

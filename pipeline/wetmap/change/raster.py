@@ -60,9 +60,9 @@ def check_same_classes(previous: str | Path, current: str | Path) -> list[str]:
 
 
 def write_change_raster(outputs: OutputSet, previous: str | Path, current: str | Path, out: Path,
-                        tags: dict[str, str]) -> Grid:
+                        tags: dict[str, str]) -> tuple[Grid, list[str]]:
     """Stream the change of `previous` -> `current` into the COG `out` and its QGIS style, both
-    in `outputs`; return the grid (the current map's)."""
+    in `outputs`; return the grid (the current map's) and the classes both maps share."""
     classes = check_same_classes(previous, current)
     wet = wetland_index(classes)
     strips = outputs.scratch(out, ".strips.tif")
@@ -81,4 +81,4 @@ def write_change_raster(outputs: OutputSet, previous: str | Path, current: str |
     outputs.expect(out, verify(strips, out))
     to_cog(strips, outputs[out], "NEAREST")
     outputs[out.with_suffix(".qml")].write_text(paletted_qml(CHANGE_NAMES, CHANGE_COLORS, NODATA))
-    return grid
+    return grid, classes

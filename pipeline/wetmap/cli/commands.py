@@ -330,12 +330,15 @@ def history(job: Path, as_csv: bool) -> None:
             writer.writerow(["" if v is None else v for v in (getattr(row, f) for f in HistoryRow.FIELDS)])
         return
     table = Table(title="wetland per region and run (clear pixels)")
-    for col in ("run", "region", "wetland ha", "clear", "gained ha", "lost ha", "since"):
-        table.add_column(col, justify="left" if col in ("run", "region", "since") else "right")
+    for col in ("run", "region", "wetland ha", "clear", "gained ha", "lost ha"):   # names folded, never cut
+        table.add_column(col, justify="left" if col in ("run", "region") else "right", overflow="fold")
     for r in rows:
         table.add_row(r.run, r.region, _fmt(r.wetland_ha, ".1f"), _fmt(r.clear_fraction, ".0%"),
-                      _fmt(r.gained_ha, ".1f"), _fmt(r.lost_ha, ".1f"), r.previous or "")
+                      _fmt(r.gained_ha, ".1f"), _fmt(r.lost_ha, ".1f"))
     console.print(table)
+    compared = {r.run: r.previous for r in rows if r.previous}
+    console.print("gains and losses on pixels clear in both runs; " + (", ".join(
+        f"{run} since {before}" for run, before in compared.items()) or "no run compared yet"))
     if without:
         console.print(f"runs without change.json (made by an older wetmap): {', '.join(without)}")
 

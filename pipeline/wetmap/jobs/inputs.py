@@ -17,6 +17,8 @@ from wetmap.errors import WetmapError
 from wetmap.io.paths import is_remote
 from wetmap.io.vector import read_polygons, region_names
 
+MASK_WORDS = ("auto", "detect", "none")   # what `scenes.clouds` may say instead of a mask file
+
 
 def resolve_scenes(cfg: JobConfig, source: Path) -> list[tuple[str, str | None]]:
     """(scene, cloud mask) pairs from the paths / globs of the job, sorted, each checked to exist.
@@ -38,7 +40,7 @@ def resolve_scenes(cfg: JobConfig, source: Path) -> list[tuple[str, str | None]]
     for image in images:
         if not is_remote(image) and not Path(image).exists():
             raise WetmapError("scene not found", image)
-        clouds = cfg.scenes.clouds if cfg.scenes.clouds in ("auto", "detect", "none") else None
+        clouds = cfg.scenes.clouds if cfg.scenes.clouds in MASK_WORDS else None
         if cfg.scenes.clouds and clouds is None:
             local = Path(image)
             clouds = str(local.with_name(cfg.scenes.clouds.format(stem=local.stem, name=local.name)))
@@ -95,7 +97,8 @@ def scene_fingerprint(path: str) -> dict[str, Any]:
 
 def fingerprint(cfg: JobConfig, scenes: list[tuple[str, str | None]]) -> dict[str, Any]:
     """What a run's results depend on: config, wetmap version, model (hashed) and every input."""
-    inputs = [scene_fingerprint(p) for pair in scenes for p in pair if p is not None]
+    # a mask word (auto, detect, none) is no file: the config's hash holds it
+    inputs = [scene_fingerprint(p) for pair in scenes for p in pair if p is not None and p not in MASK_WORDS]
     for extra in (cfg.reference, cfg.region.file):
         if extra:
             inputs.append(file_fingerprint(Path(extra)))
