@@ -73,8 +73,12 @@ def brute_codes(before: np.ndarray, now: np.ndarray) -> np.ndarray:
 
 def test_change_raster_and_region_hectares_match_a_brute_force_count(maps, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    out.mkdir()
-    result = compare_runs(maps["current"], maps["previous"], "2026-01-01", maps["regions"], out)
+    (out / "report").mkdir(parents=True)
+    report = out / "report" / "report.html"
+    report.write_text("<html><body><h1>report</h1><h2>Inputs</h2><ul></ul></body></html>")
+    earlier = [("2025-12-01", [{"name": "west", "wetland_ha": 20.0, "clear_fraction": 0.3}])]
+    result = compare_runs(maps["current"], maps["previous"], "2026-01-01", maps["regions"], out,
+                          series=earlier, report=report)
     before, now = maps["before"], maps["now"]
     expected = brute_codes(before, now)
     with rasterio.open(out / "change.tif") as src:
@@ -103,6 +107,12 @@ def test_change_raster_and_region_hectares_match_a_brute_force_count(maps, tmp_p
     table = json.loads((out / "change.json").read_text())
     assert table["previous"] == "2026-01-01" and [r["name"] for r in table["regions"]] == list(maps["frame"]["name"])
     assert (out / "change.csv").read_text().splitlines()[0].startswith("name,wetland_ha,clear_fraction")
+    page = (out / "change.html").read_text()
+    assert "Since run 2026-01-01" in page and page.count("data:image/png;base64,") == 2
+    amended = report.read_text()
+    assert amended.index("<h2>Change</h2>") < amended.index("<h2>Inputs</h2>") and "Since run 2026-01-01" in amended
+    for name in ("change_map.png", "wetland_by_run.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     qml = (out / "change.qml").read_text()
     assert 'label="gained"' in qml and 'label="lost"' in qml and 'min="255" max="255" percentTransparent="100"' in qml
 
@@ -137,3 +147,15 @@ def test_a_previous_run_on_another_grid_is_compared_on_the_new_one(maps, tmp_pat
         assert src.shape == (H, W)
         change = src.read(1)
     assert np.array_equal(change, brute_codes(np.repeat(np.repeat(coarse, 2, 0), 2, 1), maps["now"]))
+
+
+def test_the_area_chart_has_a_point_per_run_and_hollow_marks_for_cloudy_runs() -> None:
+    from wetmap.change.pages import area_chart
+
+    series = [("2026-01-01", [{"name": "west", "wetland_ha": 10.0, "clear_fraction": 0.9}]),
+              ("2026-02-01", [{"name": "west", "wetland_ha": 4.0, "clear_fraction": 0.2}]),
+              ("this run", [{"name": "west", "wetland_ha": 11.0, "clear_fraction": 0.95}])]
+    ax = area_chart(series).axes[0]
+    line, hollow = ax.lines
+    assert list(line.get_ydata()) == [10.0, 4.0, 11.0] and list(hollow.get_xdata()) == [1]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2026-01-01", "2026-02-01", "this run"]

@@ -94,7 +94,10 @@ def test_the_second_run_maps_the_change_since_the_first(two_runs) -> None:
         assert entry["lost_ha"] == pytest.approx(((change == LOST) & inside).sum() * 0.01, abs=1e-9)
         assert entry["wetland_ha"] == pytest.approx(((now == 1) & inside).sum() * 0.01, abs=1e-9)
         assert entry["clear_fraction"] == pytest.approx(((now != 255) & inside).sum() / inside.sum())
-    assert {"change.tif", "change.qml", "change.gpkg", "change.csv", "change.json"} <= set(second.manifest["outputs"])
+    assert {"change.tif", "change.qml", "change.gpkg", "change.csv", "change.json", "change.html", "change_map.png",
+            "wetland_by_run.png"} <= set(second.manifest["outputs"])
+    assert f"Since run {first.run_dir.name}" in (second.run_dir / "report" / "report.html").read_text()
+    assert "Not compared: the job&#x27;s first run" in (first.run_dir / "change.html").read_text()
 
 
 def test_history_lists_every_run_per_region(two_runs, monkeypatch, capsys) -> None:

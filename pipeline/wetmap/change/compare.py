@@ -1,4 +1,5 @@
-"""A run compared with an earlier one: the change raster, its polygons, and the per-region table.
+"""A run compared with an earlier one: the change raster, its polygons, the per-region table
+and the pages (change.html; a section of the run's report.html when it has one).
 
 Written into the run's folder as one `OutputSet` (change.json last), so a run folder holds either
 a complete comparison or none. The first run of a job has nothing to compare with: it still
@@ -10,10 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
+
+from wetmap.change.pages import change_page, change_section, render_figures, with_section
 from wetmap.change.raster import CHANGE_COLORS, CHANGE_NAMES, GAINED, LOST, write_change_raster
 from wetmap.change.regions import RegionChange, region_changes
 from wetmap.io.areas import PixelArea
@@ -23,8 +28,9 @@ from wetmap.runtime import json_safe
 
 FIELDS = ["name", "wetland_ha", "clear_fraction", "previous_wetland_ha", "previous_clear_fraction", "gained_ha",
           "lost_ha", "compared_fraction"]
-CHANGE_FILES = ("change.tif", "change.qml", "change.gpkg")
-TABLE_FILES = ("change.csv", "change.json")
+CHANGE_FILES = ("change.tif", "change.qml", "change.gpkg", "change_map.png")
+TABLE_FILES = ("change.csv", "wetland_by_run.png", "change.html", "change.json")
+THIS_RUN = "this run"
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,12 @@ def _write_csv(path: Path, rows: list[RegionChange]) -> None:
 
 
 def compare_runs(current: Path, previous: str | Path | None, previous_name: str | None, regions: Path,
-                 out: Path, min_area_ha: float = 0.0, not_compared: str | None = None) -> ChangeResult:
+                 out: Path, min_area_ha: float = 0.0, not_compared: str | None = None,
+                 series: Sequence[tuple[str, list[dict[str, Any]]]] = (), report: Path | None = None) -> ChangeResult:
     """Compare the class map `current` with `previous` (another run's, any path or URL GDAL
     reads; None for a job's first run, with the reason in `not_compared`) over `regions`,
-    writing into the folder `out`."""
+    writing into the folder `out`. `series`: the earlier runs' (name, change.json regions), for
+    the chart of wetland over the runs; `report`: the run's report.html, which gets the section."""
     names = (*(CHANGE_FILES if previous is not None else ()), *TABLE_FILES)
     with OutputSet([out / name for name in names], overwrite=False) as outputs:
         info: dict[str, Any] = {"previous": previous_name, "current_map": current.name,
@@ -73,5 +81,15 @@ def compare_runs(current: Path, previous: str | Path | None, previous_name: str 
         result = ChangeResult(previous_name, rows)
         _write_csv(outputs[out / "change.csv"], rows)
         info.update(regions=[r.row() for r in rows], totals=result.totals())
+        frame = gpd.read_file(regions, engine="pyogrio")
+        figures = render_figures(outputs[out / "change.tif"] if previous is not None else None, frame,
+                                 [*series, (THIS_RUN, info["regions"])])
+        for name, data in figures.items():
+            outputs[out / name].write_bytes(data)
+        section = change_section(info, figures)
+        outputs[out / "change.html"].write_text(change_page(section))
+        if report is not None and report.exists():
+            with OutputSet([report], overwrite=True) as amended:
+                amended[report].write_text(with_section(report.read_text(), section))
         outputs[out / "change.json"].write_text(json.dumps(json_safe(info), indent=2, allow_nan=False))
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from wetmap import config
 from wetmap.config import JobConfig
@@ -34,12 +35,10 @@ class HistoryRow:
     FIELDS = ("run", "region", "wetland_ha", "clear_fraction", "gained_ha", "lost_ha", "previous")
 
 
-def job_history(config_path: str | Path) -> tuple[list[HistoryRow], list[str]]:
-    """The rows of every complete run of the job, oldest first, and the runs that hold no
-    change.json (made before wetmap wrote one)."""
-    cfg = config.load(JobConfig, Path(config_path))
-    place = Place(cfg.output_root, cfg.name)
-    rows: list[HistoryRow] = []
+def run_changes(place: Place) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """(run, its change.json) for every complete run that has one, oldest first, and the runs
+    that have none (made before wetmap wrote it)."""
+    found: list[tuple[str, dict[str, Any]]] = []
     without: list[str] = []
     for run in place.runs():
         text = place.read_text(run, CHANGE_JSON)
@@ -47,9 +46,19 @@ def job_history(config_path: str | Path) -> tuple[list[HistoryRow], list[str]]:
             without.append(run)
             continue
         try:
-            change = json.loads(text)
+            found.append((run, json.loads(text)))
         except ValueError:
             raise WetmapError("not valid JSON", place.run_file(run, CHANGE_JSON)) from None
+    return found, without
+
+
+def job_history(config_path: str | Path) -> tuple[list[HistoryRow], list[str]]:
+    """The rows of every complete run of the job, oldest first, and the runs that hold no
+    change.json."""
+    cfg = config.load(JobConfig, Path(config_path))
+    found, without = run_changes(Place(cfg.output_root, cfg.name))
+    rows: list[HistoryRow] = []
+    for run, change in found:
         for region in change["regions"]:
             rows.append(HistoryRow(run, region["name"], region.get("wetland_ha"), region.get("clear_fraction"),
                                    region.get("gained_ha"), region.get("lost_ha"), change.get("previous")))

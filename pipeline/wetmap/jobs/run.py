@@ -35,6 +35,7 @@ import geopandas as gpd
 from wetmap import config
 from wetmap.config import JobConfig
 from wetmap.errors import WetmapError
+from wetmap.jobs.history import run_changes
 from wetmap.jobs.inputs import fingerprint, region_frame, resolve_scenes
 from wetmap.jobs.place import MANIFEST, Place, job_lock
 from wetmap.runtime import json_safe
@@ -113,7 +114,8 @@ def _run_locked(cfg: JobConfig, config_path: Path, place: Place, force: bool, lo
     work = place.local / f".run-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     older = (baseline, place.run_file(baseline, MAP)) if baseline is not None else None
-    manifest = _produce(cfg, scenes, region, prints, work, older)
+    series = [(run, change["regions"]) for run, change in run_changes(place)[0]]
+    manifest = _produce(cfg, scenes, region, prints, work, older, series)
     shutil.copyfile(log_path, work / "run.log")
     name = place.commit(work)
     log.info("results in %s; latest -> %s", place.run_dir(name), name)
@@ -121,9 +123,10 @@ def _run_locked(cfg: JobConfig, config_path: Path, place: Place, force: bool, lo
 
 
 def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.GeoDataFrame,
-             prints: dict[str, Any], work: Path, older: tuple[str, str] | None) -> dict[str, Any]:
-    """The job's steps, into `work`, the map compared with the `older` run's (name, map); the
-    manifest is the last file written."""
+             prints: dict[str, Any], work: Path, older: tuple[str, str] | None,
+             series: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """The job's steps, into `work`, the map compared with the `older` run's (name, map) and
+    charted after the earlier runs' `series`; the manifest is the last file written."""
     from wetmap.evaluate.report import evaluate
     from wetmap.predict.mosaic import predict_mosaic
 
@@ -148,7 +151,7 @@ def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.G
         metrics["dice_macro"] = report.macro.dice
         log.info("evaluated in %.1f s: micro Dice %.3f", timings["evaluate"], metrics["dice_micro"])
     t = time.perf_counter()
-    change = _compare(work, older, cfg.min_area_ha)
+    change = _compare(work, older, cfg.min_area_ha, series)
     timings["change"] = time.perf_counter() - t
     from wetmap.runtime import versions
 
@@ -167,7 +170,8 @@ def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.G
     return manifest
 
 
-def _compare(work: Path, older: tuple[str, str] | None, min_area_ha: float) -> dict[str, Any]:
+def _compare(work: Path, older: tuple[str, str] | None, min_area_ha: float,
+             series: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
     """The run's change against the older run (its manifest's `change`); a first run, or an older
     run of other classes, writes its own areas only and says why there is no comparison."""
     from wetmap.change import compare_runs
@@ -181,7 +185,8 @@ def _compare(work: Path, older: tuple[str, str] | None, min_area_ha: float) -> d
         except WetmapError as exc:
             log.warning("not compared with %s: %s", name, exc)
             name, path, skipped = None, None, f"run {older[0] if older else ''}: {exc}"
-    result = compare_runs(work / MAP, path, name, work / "region.gpkg", work, min_area_ha, skipped)
+    result = compare_runs(work / MAP, path, name, work / "region.gpkg", work, min_area_ha, skipped, series,
+                          work / "report" / "report.html")
     totals = result.totals()
     if name is not None:
         log.info("since %s: %.1f ha gained, %.1f ha lost (on pixels clear in both runs)", name,
