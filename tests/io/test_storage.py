@@ -225,6 +225,13 @@ def test_a_job_under_an_s3_output_root_writes_the_run_then_latest_and_is_idempot
     assert forced.status == "done" and forced.run_dir == f"{first.run_dir}.2"
     assert s3.client.get_object(Bucket=bucket, Key="jobs/marshes/latest")["Body"].read().decode().strip() == \
         f"{name}.2"
+    # the catalogue in the bucket lists both runs, each item beside its run, and is read back by URL
+    catalog = json.loads(s3.client.get_object(Bucket=bucket, Key="jobs/marshes/catalog.json")["Body"].read())
+    assert [link["href"] for link in catalog["links"] if link["rel"] == "item"] == \
+        [f"./{name}/item.json", f"./{name}.2/item.json"]
+    item = json.loads(s3.client.get_object(Bucket=bucket, Key=f"jobs/marshes/{name}.2/item.json")["Body"].read())
+    assert item["id"] == f"{name}.2" and item["properties"]["wetmap:previous_run"] == name
+    assert item["assets"]["change"]["href"] == "./change.tif"
 
 
 @pytest.mark.slow

@@ -114,6 +114,43 @@ def test_history_lists_every_run_per_region(two_runs, monkeypatch, capsys) -> No
     assert "wetland per region and run" in capsys.readouterr().out
 
 
+EXTENSION_SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "stac-extensions"
+
+
+def test_the_catalogue_lists_every_run_and_validates(two_runs) -> None:
+    """catalog.json links one item per run, each with its COGs (raster:bands) and the grid (proj:),
+    and validates with pystac against the STAC 1.1.0 schemas pystac carries and the projection
+    and raster extensions' own schemas (tests/data/stac-extensions, copied from their repositories:
+    this machine cannot download them)."""
+    import pystac
+    from pystac.validation import JsonSchemaSTACValidator, set_validator
+
+    first, second = two_runs["first"], two_runs["second"]
+    validator = JsonSchemaSTACValidator()
+    for uri, name in (("https://stac-extensions.github.io/projection/v2.0.0/schema.json", "projection-v2.0.0.json"),
+                      ("https://stac-extensions.github.io/raster/v1.1.0/schema.json", "raster-v1.1.0.json")):
+        validator.schema_cache[uri] = json.loads((EXTENSION_SCHEMAS / name).read_text())
+    set_validator(validator)
+    try:
+        catalog = pystac.Catalog.from_file(str(second.run_dir.parent / "catalog.json"))
+        catalog.validate_all()
+        items = {item.id: item for item in catalog.get_items(recursive=True)}
+        for item in items.values():
+            item.validate()
+    finally:
+        set_validator(JsonSchemaSTACValidator())
+    assert list(items) == [first.run_dir.name, second.run_dir.name]
+    later = items[second.run_dir.name]
+    assert {"classes", "probability", "change", "change_polygons", "manifest"} <= set(later.assets)
+    assert "change" not in items[first.run_dir.name].assets
+    with rasterio.open(later.assets["classes"].get_absolute_href()) as src:
+        assert later.properties["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
+        assert later.properties["proj:shape"] == list(src.shape)
+        assert later.properties["proj:transform"] == pytest.approx(list(src.transform)[:6])
+    assert later.assets["change"].extra_fields["raster:bands"][0]["nodata"] == 255
+    assert later.properties["wetmap:previous_run"] == first.run_dir.name
+
+
 def test_since_picks_the_run_to_compare_with(two_runs, monkeypatch, capsys) -> None:
     job, first, second = two_runs["job"], two_runs["first"], two_runs["second"]
     assert run_job(job).status == "up to date"

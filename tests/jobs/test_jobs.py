@@ -59,7 +59,7 @@ def test_second_run_is_a_no_op_and_a_changed_input_recomputes(sample, bundle_pat
     again = run_job(job)
     assert again.status == "up to date" and again.run_dir == first.run_dir.resolve()
     assert sorted(p.name for p in (tmp_path / "out" / "marshes").iterdir() if not p.name.startswith(".")) == \
-        sorted([first.run_dir.name, "latest", "logs"])
+        sorted([first.run_dir.name, "catalog.json", "latest", "logs"])
     # a config change (a different minimum polygon area) is a different job: recompute
     job = write_job(tmp_path, sample, bundle_path, tmp_path / "out", min_area_ha=0.5)
     changed = run_job(job)

@@ -30,7 +30,6 @@ FIELDS = ["name", "wetland_ha", "clear_fraction", "previous_wetland_ha", "previo
           "lost_ha", "compared_fraction"]
 CHANGE_FILES = ("change.tif", "change.qml", "change.gpkg", "change_map.png")
 TABLE_FILES = ("change.csv", "wetland_by_run.png", "change.html", "change.json")
-THIS_RUN = "this run"
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,13 @@ def _write_csv(path: Path, rows: list[RegionChange]) -> None:
 
 def compare_runs(current: Path, previous: str | Path | None, previous_name: str | None, regions: Path,
                  out: Path, min_area_ha: float = 0.0, not_compared: str | None = None,
-                 series: Sequence[tuple[str, list[dict[str, Any]]]] = (), report: Path | None = None) -> ChangeResult:
+                 series: Sequence[tuple[str, list[dict[str, Any]]]] = (), report: Path | None = None,
+                 run: str = "this run") -> ChangeResult:
     """Compare the class map `current` with `previous` (another run's, any path or URL GDAL
     reads; None for a job's first run, with the reason in `not_compared`) over `regions`,
     writing into the folder `out`. `series`: the earlier runs' (name, change.json regions), for
-    the chart of wetland over the runs; `report`: the run's report.html, which gets the section."""
+    the chart of wetland over the runs, where this one is `run`; `report`: the run's report.html,
+    which gets the section."""
     names = (*(CHANGE_FILES if previous is not None else ()), *TABLE_FILES)
     with OutputSet([out / name for name in names], overwrite=False) as outputs:
         info: dict[str, Any] = {"previous": previous_name, "current_map": current.name,
@@ -83,7 +84,7 @@ def compare_runs(current: Path, previous: str | Path | None, previous_name: str 
         info.update(regions=[r.row() for r in rows], totals=result.totals())
         frame = gpd.read_file(regions, engine="pyogrio")
         figures = render_figures(outputs[out / "change.tif"] if previous is not None else None, frame,
-                                 [*series, (THIS_RUN, info["regions"])])
+                                 [*series, (run, info["regions"])])
         for name, data in figures.items():
             outputs[out / name].write_bytes(data)
         section = change_section(info, figures)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wetmap.errors import JobBusy, WetmapError, WetmapWarning
-from wetmap.io.outputs import commit_dir, point_link
+from wetmap.io.outputs import atomic_output, commit_dir, point_link
 from wetmap.io.storage import Remote, join, output_url, staging_root
 
 MANIFEST = "manifest.json"
@@ -120,9 +120,8 @@ class Place:
             name = f"{base}.{n}"
         return name
 
-    def commit(self, work: Path) -> str:
-        """Put the finished run in place under a new name, then point `latest` at it."""
-        name = self.run_name()
+    def commit(self, work: Path, name: str) -> None:
+        """Put the finished run in place under its name (`run_name`), then point `latest` at it."""
         if self.remote is None:
             commit_dir(work, self.local / name, overwrite=False)
             point_link(self.local / "latest", name)
@@ -130,7 +129,14 @@ class Place:
             self.remote.put_folder(work, name, last=MANIFEST)
             self.remote.put_text(name + "\n", "latest")
             shutil.rmtree(work, ignore_errors=True)
-        return name
+
+    def put_text(self, text: str, name: str) -> None:
+        """A small file of the job folder (catalog.json), replaced in one rename (or as one object)."""
+        if self.remote is not None:
+            self.remote.put_text(text, name)
+            return
+        with atomic_output(self.local / name, overwrite=True) as tmp:
+            tmp.write_text(text)
 
     def keep_log(self, log_path: Path) -> None:
         """This invocation's log, moved up beside the remote runs (a warning if it cannot go up,

@@ -35,6 +35,7 @@ import geopandas as gpd
 from wetmap import config
 from wetmap.config import JobConfig
 from wetmap.errors import WetmapError
+from wetmap.jobs.catalog import CATALOG, ITEM, catalog_json, item_json, run_item
 from wetmap.jobs.history import run_changes
 from wetmap.jobs.inputs import fingerprint, region_frame, resolve_scenes
 from wetmap.jobs.place import MANIFEST, Place, job_lock
@@ -115,18 +116,22 @@ def _run_locked(cfg: JobConfig, config_path: Path, place: Place, force: bool, lo
     work.mkdir()
     older = (baseline, place.run_file(baseline, MAP)) if baseline is not None else None
     series = [(run, change["regions"]) for run, change in run_changes(place)[0]]
-    manifest = _produce(cfg, scenes, region, prints, work, older, series)
+    name = place.run_name()   # under the lock: no other run takes it
+    manifest = _produce(cfg, scenes, region, prints, work, older, series, name)
     shutil.copyfile(log_path, work / "run.log")
-    name = place.commit(work)
-    log.info("results in %s; latest -> %s", place.run_dir(name), name)
+    place.commit(work, name)
+    place.put_text(catalog_json(cfg.name, [r for r in place.runs() if place.read_text(r, ITEM) is not None]),
+                   CATALOG)
+    log.info("results in %s; latest -> %s; %s lists the runs", place.run_dir(name), name, CATALOG)
     return JobResult("done", place.run_dir(name), manifest)
 
 
 def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.GeoDataFrame,
              prints: dict[str, Any], work: Path, older: tuple[str, str] | None,
-             series: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
-    """The job's steps, into `work`, the map compared with the `older` run's (name, map) and
-    charted after the earlier runs' `series`; the manifest is the last file written."""
+             series: list[tuple[str, list[dict[str, Any]]]], name: str) -> dict[str, Any]:
+    """The job's steps, into `work` (the run `name`), the map compared with the `older` run's
+    (name, map) and charted after the earlier runs' `series`; its STAC item, then the manifest,
+    are the last files written."""
     from wetmap.evaluate.report import evaluate
     from wetmap.predict.mosaic import predict_mosaic
 
@@ -151,27 +156,32 @@ def _produce(cfg: JobConfig, scenes: list[tuple[str, str | None]], region: gpd.G
         metrics["dice_macro"] = report.macro.dice
         log.info("evaluated in %.1f s: micro Dice %.3f", timings["evaluate"], metrics["dice_micro"])
     t = time.perf_counter()
-    change = _compare(work, older, cfg.min_area_ha, series)
+    change = _compare(work, older, cfg.min_area_ha, series, name)
     timings["change"] = time.perf_counter() - t
     from wetmap.runtime import versions
 
-    manifest = {
+    manifest: dict[str, Any] = {
         "job": cfg.name, "status": "complete", "fingerprint": prints,
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "timings_s": timings, "metrics": metrics, "change": change, "versions": versions(),
         "classes": result.class_names,
         "scenes": result.scenes_read,
-        "outputs": sorted([*(p.name for p in work.iterdir()), MANIFEST, "run.log"]),
+        "outputs": sorted([*(p.name for p in work.iterdir()), ITEM, MANIFEST, "run.log"]),
         "config": config.dump(cfg),
     }
+    properties = {"title": f"{cfg.name} {name}", "wetmap:job": cfg.name, "wetmap:classes": result.class_names,
+                  "wetmap:model_sha256": prints["model"]["sha256"], "wetmap:version": prints["wetmap"],
+                  "wetmap:scenes": [s for s, _ in scenes], "wetmap:previous_run": change["previous"],
+                  "wetmap:clear_fraction": result.valid_fraction}
+    (work / ITEM).write_text(item_json(run_item(name, work, json_safe(properties), started.isoformat(timespec="seconds"))))
     (work / MANIFEST).write_text(json.dumps(json_safe(manifest), indent=2, default=str, allow_nan=False))
     log.info("run complete")
     return manifest
 
 
 def _compare(work: Path, older: tuple[str, str] | None, min_area_ha: float,
-             series: list[tuple[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+             series: list[tuple[str, list[dict[str, Any]]]], name_now: str) -> dict[str, Any]:
     """The run's change against the older run (its manifest's `change`); a first run, or an older
     run of other classes, writes its own areas only and says why there is no comparison."""
     from wetmap.change import compare_runs
@@ -186,7 +196,7 @@ def _compare(work: Path, older: tuple[str, str] | None, min_area_ha: float,
             log.warning("not compared with %s: %s", name, exc)
             name, path, skipped = None, None, f"run {older[0] if older else ''}: {exc}"
     result = compare_runs(work / MAP, path, name, work / "region.gpkg", work, min_area_ha, skipped, series,
-                          work / "report" / "report.html")
+                          work / "report" / "report.html", name_now)
     totals = result.totals()
     if name is not None:
         log.info("since %s: %.1f ha gained, %.1f ha lost (on pixels clear in both runs)", name,
