@@ -149,6 +149,8 @@ def test_the_catalogue_lists_every_run_and_validates(two_runs) -> None:
         assert later.properties["proj:transform"] == pytest.approx(list(src.transform)[:6])
     assert later.assets["change"].extra_fields["raster:bands"][0]["nodata"] == 255
     assert later.properties["wetmap:previous_run"] == first.run_dir.name
+    standalone = pystac.Item.from_file(str(second.run_dir / "item.json"))   # as a STAC browser opens one run
+    assert standalone.get_root().id == catalog.id == "marshes"
 
 
 def test_since_picks_the_run_to_compare_with(two_runs, monkeypatch, capsys) -> None:

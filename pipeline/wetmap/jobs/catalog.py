@@ -61,6 +61,8 @@ def run_item(run: str, folder: Path, properties: dict[str, Any], started: str) -
         proj.wkt2 = crs.to_wkt()
     proj.shape, proj.transform, proj.bbox = list(shape), list(transform)[:6], list(bounds)
     RasterExtension.add_to(item)
+    for rel in ("root", "parent"):   # the job's catalog.json, one folder up, written after the run
+        item.add_link(pystac.Link(rel=rel, target=f"../{CATALOG}", media_type=pystac.MediaType.JSON))
     for file, key, title, media_type, roles in ASSETS:
         if not (folder / file).exists() and file != "manifest.json":
             continue
@@ -81,6 +83,7 @@ def item_json(item: pystac.Item) -> str:
 def catalog_json(job: str, runs: list[str]) -> str:
     """catalog.json of a job: a link to each run's item, oldest first."""
     catalog = pystac.Catalog(id=job, title=job, description=f"wetmap runs of the job {job}: one item per run")
+    catalog.add_link(pystac.Link(rel="root", target=f"./{CATALOG}", media_type=pystac.MediaType.JSON))
     for run in runs:
         catalog.add_link(pystac.Link(rel="item", target=f"./{run}/{ITEM}", media_type=pystac.MediaType.JSON,
                                      title=run))
