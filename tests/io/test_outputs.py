@@ -198,6 +198,21 @@ def test_the_next_run_removes_temporaries_of_dead_processes_only(bundle_path, sa
     assert alive.exists() and fresh_elsewhere.exists()    # another run's, still being written
 
 
+
+def test_a_link_is_swapped_in_one_rename_and_a_killed_swap_leaves_no_link_behind(tmp_path) -> None:
+    from wetmap.io.outputs import point_link
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for name in ("2026-01-01", "2026-01-02"):
+        (tmp_path / name).mkdir()
+    left = tmp_path / f".latest.{outputs._HOST}-{gone.pid}-aaaaaa.tmp"   # a swap killed before its rename
+    left.symlink_to("2026-01-01")
+    point_link(tmp_path / "latest", "2026-01-01")
+    point_link(tmp_path / "latest", "2026-01-02")
+    assert os.readlink(tmp_path / "latest") == "2026-01-02"
+    assert listing(tmp_path) == ["2026-01-01", "2026-01-02", "latest"]
+
 def test_scratch_names_say_who_wrote_them(tmp_path) -> None:
     final = tmp_path / "a [1].txt"
     tmp = scratch_path(final)

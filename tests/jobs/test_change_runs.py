@@ -163,6 +163,9 @@ def test_since_picks_the_run_to_compare_with(two_runs, monkeypatch, capsys) -> N
     first.run_dir.rename(first.run_dir.with_name("2020-01-01"))   # as if the first run were older
     third = run_job(job, since=dt.date(2020, 6, 1))
     assert third.status == "done" and third.manifest["change"]["previous"] == "2020-01-01"
+    (first.run_dir.with_name("2020-01-01") / "change.json").unlink()   # as a run made before change.json
+    assert run_cli(["history", job], monkeypatch) == 0
+    assert "runs without change.json (made by an older wetmap): 2020-01-01" in capsys.readouterr().out
 
 
 def test_a_run_without_cloud_masks_compares_only_where_the_masked_run_was_clear(sample, bundle_path,

@@ -194,7 +194,7 @@ def _compare(work: Path, older: tuple[str, str] | None, min_area_ha: float,
             check_same_classes(path, work / MAP)
         except WetmapError as exc:
             log.warning("not compared with %s: %s", name, exc)
-            name, path, skipped = None, None, f"run {older[0] if older else ''}: {exc}"
+            name, path, skipped = None, None, f"run {name}: {exc}"
     result = compare_runs(work / MAP, path, name, work / "region.gpkg", work, min_area_ha, skipped, series,
                           work / "report" / "report.html", name_now)
     totals = result.totals()
