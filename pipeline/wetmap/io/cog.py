@@ -1,9 +1,15 @@
-"""Streamed rasters: strips written to a tiled GeoTIFF as they complete, then one COG conversion."""
+"""Streamed rasters: strips written to a tiled GeoTIFF as they complete, then one COG conversion.
+
+Overviews, most of that conversion's time (benchmarks/bench_cog.py), can be built from the strips
+as they pass (`StreamedOverviews`); the COG driver then only compresses them, and the file is the
+same, byte for byte, as when GDAL builds them itself.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +40,105 @@ def write_strip(dst: rasterio.io.DatasetWriter, row: int, data: np.ndarray) -> N
     dst.write(data, 1, window=Window(0, row, data.shape[1], data.shape[0]))
 
 
-def to_cog(src_path: Path, dst_path: Path, resampling: str) -> None:
-    """Rewrite a GeoTIFF as a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver).
-
-    Overviews go down to about one block, and there is always at least one level, so QGIS
-    has a pyramid to draw from even for a small scene.
-    """
-    with rasterio.open(src_path) as src:
-        size = max(src.width, src.height)
+def overview_plan(width: int, height: int) -> tuple[int, int]:
+    """The COG's block size and number of overview levels: down to about one block, and always at
+    least one level, so QGIS has a pyramid to draw from even for a small scene."""
+    size = max(width, height)
     block = 512 if size > 4096 else 256
-    levels = max(1, math.ceil(math.log2(max(size / block, 1.0))))
-    rasterio.shutil.copy(src_path, dst_path, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
+    return block, max(1, math.ceil(math.log2(max(size / block, 1.0))))
+
+
+def _nearest(rows: np.ndarray) -> np.ndarray:
+    return rows[::2, ::2]
+
+
+def _average(rows: np.ndarray) -> np.ndarray:
+    """The mean of the clear pixels of each 2 x 2, rounded half up; no data where none is clear."""
+    quads = [rows[i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    clear = [q != NODATA for q in quads]
+    total = sum(np.where(c, q, 0).astype(np.uint16) for q, c in zip(quads, clear))
+    count = sum(c.astype(np.uint16) for c in clear)
+    mean = (total + count // 2) // np.maximum(count, 1)
+    return np.where(count > 0, mean, NODATA).astype(np.uint8)
+
+
+class StreamedOverviews:
+    """The overview levels of a uint8 strip file, computed from its strips as they are written.
+
+    GDAL's way, checked byte for byte against its own (tests/test_cog.py): each level from the
+    one above, NEAREST taking the top-left pixel of each 2 x 2, AVERAGE the rounded mean of its
+    clear pixels. Only where every level halves exactly (both sides divisible by 2**levels) and
+    no colour table is averaged (GDAL averages a paletted band's colours): elsewhere `start`
+    returns None, leaving the overviews to GDAL.
+    """
+
+    _REDUCE: dict[str, Callable[[np.ndarray], np.ndarray]] = {"NEAREST": _nearest, "AVERAGE": _average}
+
+    @classmethod
+    def start(cls, grid: Grid, resampling: str, scratch: Callable[[str], Path],
+              paletted: bool = False) -> StreamedOverviews | None:
+        """Writers for each level (`scratch(suffix)` names their files), or None where GDAL must build them."""
+        _, levels = overview_plan(grid.width, grid.height)
+        step = 2 ** levels
+        how = resampling.upper()
+        if how not in cls._REDUCE or (paletted and how != "NEAREST") or grid.width % step or grid.height % step:
+            return None
+        return cls(grid, levels, how, scratch)
+
+    def __init__(self, grid: Grid, levels: int, resampling: str, scratch: Callable[[str], Path]) -> None:
+        self._reduce = self._REDUCE[resampling]
+        self.paths = [scratch(f".ovr{k}.tif") for k in range(1, levels + 1)]
+        self.vrt = scratch(".ovr.vrt")
+        self._rows = [0] * levels
+        self._carry: list[np.ndarray | None] = [None] * levels
+        self._dst = []
+        for k, path in enumerate(self.paths, start=1):
+            level = Grid(grid.crs, grid.transform * grid.transform.scale(2 ** k), grid.width >> k, grid.height >> k)
+            profile = {key: v for key, v in tiled_profile(level, 1, "uint8", NODATA, blocksize=512).items()
+                       if key not in ("compress", "predictor")}
+            self._dst.append(rasterio.open(path, "w", **profile))
+
+    def add(self, strip: np.ndarray) -> None:
+        """The next rows of the full-resolution map, in order."""
+        for k, dst in enumerate(self._dst):
+            carry = self._carry[k]
+            rows = strip if carry is None else np.concatenate([carry, strip])
+            even = rows.shape[0] - rows.shape[0] % 2
+            self._carry[k] = rows[even:].copy() if even < rows.shape[0] else None   # the caller may reuse its buffer
+            if even == 0:
+                return
+            strip = self._reduce(rows[:even])
+            write_strip(dst, self._rows[k], strip)
+            self._rows[k] += strip.shape[0]
+
+    def close(self) -> None:
+        """Idempotent; the levels must be closed before `source` is copied."""
+        for dst in self._dst:
+            dst.close()
+
+    def source(self, strips: Path) -> Path:
+        """A VRT of `strips` whose overviews are the levels written here, for the COG driver to copy."""
+        rasterio.shutil.copy(strips, self.vrt, driver="VRT")
+        tree = ET.parse(self.vrt)
+        band = tree.getroot().find("VRTRasterBand")
+        if band is None:
+            raise RuntimeError(f"{self.vrt}: GDAL wrote a VRT without a band")
+        for path in self.paths:
+            overview = ET.SubElement(band, "Overview")
+            ET.SubElement(overview, "SourceFilename", relativeToVRT="1").text = path.name
+            ET.SubElement(overview, "SourceBand").text = "1"
+        tree.write(self.vrt)
+        return self.vrt
+
+
+def to_cog(src_path: Path, dst_path: Path, resampling: str, overviews: StreamedOverviews | None = None) -> None:
+    """Rewrite a GeoTIFF as a Cloud-Optimized GeoTIFF with overviews (GDAL's COG driver), with
+    the `overviews` streamed while it was written where given, else built here."""
+    with rasterio.open(src_path) as src:
+        block, levels = overview_plan(src.width, src.height)
+    source, extra = src_path, {}
+    if overviews is not None:
+        source, extra = overviews.source(src_path), {"OVERVIEWS": "FORCE_USE_EXISTING"}
+    rasterio.shutil.copy(source, dst_path, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
                          BLOCKSIZE=block, OVERVIEW_RESAMPLING=resampling, OVERVIEW_COUNT=levels,
-                         BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+                         BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", **extra)

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from wetmap.config import PredictConfig
 from wetmap.errors import WetmapError
-from wetmap.io.cog import NODATA, open_strip_writer, to_cog, write_strip
+from wetmap.io.cog import NODATA, StreamedOverviews, open_strip_writer, to_cog, write_strip
 from wetmap.io.outputs import OutputSet, verify
 from wetmap.io.raster import mosaic_grid, parse_crs
 from wetmap.io.storage import join, output_url, staged_output
@@ -164,6 +164,12 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
         cls_dst = open_strip_writer(cls_tmp, grid, "uint8", f"{info['classes'][wet]} class", info["colors"], tags)
         prob_dst = (open_strip_writer(prob_tmp, grid, "uint8", f"{info['classes'][wet]} probability (%)", None, tags)
                     if prob_path else None)
+        # Overviews from the strips as they pass, where rows come in order (one process): the COG
+        # conversion then only compresses (io.cog.StreamedOverviews; Dask parts arrive in any order).
+        cls_ovr = prob_ovr = None
+        if client is None:
+            cls_ovr = StreamedOverviews.start(grid, "NEAREST", lambda s: outputs.scratch(out, s), bool(info["colors"]))
+            prob_ovr = StreamedOverviews.start(grid, "AVERAGE", lambda s: outputs.scratch(out, s)) if prob_path else None
 
         def write(row: int, labels: np.ndarray, pct: np.ndarray) -> None:
             if inside is not None:
@@ -172,8 +178,12 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
                 labels[outside] = NODATA
                 pct[outside] = NODATA
             write_strip(cls_dst, row, labels)
+            if cls_ovr is not None:
+                cls_ovr.add(labels)
             if prob_dst is not None:
                 write_strip(prob_dst, row, pct)
+            if prob_ovr is not None:
+                prob_ovr.add(pct)
             advance(labels.shape[0])
             counts[0] += labels.size
             counts[1] += int(np.count_nonzero(labels != NODATA))
@@ -194,17 +204,17 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
                 _predict_on_cluster(client, bundle_path, scenes, grid, cfg, tiles, write)
                 precision = cfg.precision
         finally:
-            cls_dst.close()
-            if prob_dst is not None:
-                prob_dst.close()
+            for dst in (cls_dst, prob_dst, cls_ovr, prob_ovr):
+                if dst is not None:
+                    dst.close()
         # GDAL only logs a failed flush of its block cache on close: the strips are read back,
         # and each COG must hold the same pixels (io.outputs checks it before the rename).
         outputs.expect(out, verify(cls_tmp, out))
-        to_cog(cls_tmp, outputs[out], "NEAREST")
+        to_cog(cls_tmp, outputs[out], "NEAREST", cls_ovr)
         outputs[out.with_suffix(".qml")].write_text(paletted_qml(info["classes"], info["colors"], NODATA))
         if prob_path is not None:
             outputs.expect(prob_path, verify(prob_tmp, prob_path))
-            to_cog(prob_tmp, outputs[prob_path], "AVERAGE")
+            to_cog(prob_tmp, outputs[prob_path], "AVERAGE", prob_ovr)
             outputs[prob_path.with_suffix(".qml")].write_text(probability_qml(NODATA))
     if vec_path is not None:
         from wetmap.predict.vectorize import vectorize_classes
