@@ -22,7 +22,7 @@ def strip_file(path: Path, grid: Grid, data: np.ndarray, heights: list[int], ove
     for h in heights:
         write_strip(dst, row, data[row:row + h])
         if overviews is not None:
-            overviews.add(data[row:row + h])
+            overviews.add(row, data[row:row + h])
         row += h
     dst.close()
     assert row == grid.height
@@ -61,3 +61,19 @@ def test_overviews_left_to_gdal_where_levels_do_not_halve_exactly(tmp_path: Path
     exact = Grid(grid.crs, grid.transform, 1024, 768)
     assert StreamedOverviews.start(exact, "MODE", lambda s: tmp_path / s) is None
     assert StreamedOverviews.start(exact, "AVERAGE", lambda s: tmp_path / s, paletted=True) is None
+
+
+def test_streamed_overviews_refuse_strips_out_of_order_or_missing(tmp_path: Path) -> None:
+    grid = Grid(CRS.from_epsg(32633), Affine(10, 0, 0, 0, -10, 0), 1024, 768)
+    names = iter(range(100))
+    streamed = StreamedOverviews.start(grid, "NEAREST", lambda suffix: tmp_path / f"s{next(names)}{suffix}")
+    assert streamed is not None
+    data = np.zeros((768, 1024), np.uint8)
+    streamed.add(0, data[:100])
+    with pytest.raises(RuntimeError, match="got row 300, expected 100"):
+        streamed.add(300, data[300:400])
+    strip_file(tmp_path / "a.tif", grid, data, [768], None, True)
+    streamed.close()
+    with pytest.raises(RuntimeError, match="incomplete"):
+        to_cog(tmp_path / "a.tif", tmp_path / "a_cog.tif", "NEAREST", streamed)
+    assert not (tmp_path / "a_cog.tif").exists()

@@ -65,7 +65,7 @@ def _average(rows: np.ndarray) -> np.ndarray:
 class StreamedOverviews:
     """The overview levels of a uint8 strip file, computed from its strips as they are written.
 
-    GDAL's way, checked byte for byte against its own (tests/test_cog.py): each level from the
+    GDAL's way, checked byte for byte against its own (tests/io/test_cog.py): each level from the
     one above, NEAREST taking the top-left pixel of each 2 x 2, AVERAGE the rounded mean of its
     clear pixels. Only where every level halves exactly (both sides divisible by 2**levels) and
     no colour table is averaged (GDAL averages a paletted band's colours): elsewhere `start`
@@ -90,6 +90,7 @@ class StreamedOverviews:
         self.paths = [scratch(f".ovr{k}.tif") for k in range(1, levels + 1)]
         self.vrt = scratch(".ovr.vrt")
         self._rows = [0] * levels
+        self._next = 0
         self._carry: list[np.ndarray | None] = [None] * levels
         self._dst = []
         for k, path in enumerate(self.paths, start=1):
@@ -98,8 +99,12 @@ class StreamedOverviews:
                        if key not in ("compress", "predictor")}
             self._dst.append(rasterio.open(path, "w", **profile))
 
-    def add(self, strip: np.ndarray) -> None:
-        """The next rows of the full-resolution map, in order."""
+    def add(self, row: int, strip: np.ndarray) -> None:
+        """Rows `row`... of the full-resolution map; they must come in order, each level being
+        made from the rows before it."""
+        if row != self._next:
+            raise RuntimeError(f"streamed overviews got row {row}, expected {self._next}: strips out of order")
+        self._next += strip.shape[0]
         for k, dst in enumerate(self._dst):
             carry = self._carry[k]
             rows = strip if carry is None else np.concatenate([carry, strip])
@@ -118,6 +123,9 @@ class StreamedOverviews:
 
     def source(self, strips: Path) -> Path:
         """A VRT of `strips` whose overviews are the levels written here, for the COG driver to copy."""
+        unfinished = [path.name for path, dst, rows in zip(self.paths, self._dst, self._rows) if rows != dst.height]
+        if unfinished:
+            raise RuntimeError(f"streamed overviews incomplete ({', '.join(unfinished)}): not every strip was added")
         rasterio.shutil.copy(strips, self.vrt, driver="VRT")
         tree = ET.parse(self.vrt)
         band = tree.getroot().find("VRTRasterBand")

@@ -179,11 +179,11 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
                 pct[outside] = NODATA
             write_strip(cls_dst, row, labels)
             if cls_ovr is not None:
-                cls_ovr.add(labels)
+                cls_ovr.add(row, labels)
             if prob_dst is not None:
                 write_strip(prob_dst, row, pct)
             if prob_ovr is not None:
-                prob_ovr.add(pct)
+                prob_ovr.add(row, pct)
             advance(labels.shape[0])
             counts[0] += labels.size
             counts[1] += int(np.count_nonzero(labels != NODATA))
