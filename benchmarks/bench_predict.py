@@ -10,9 +10,12 @@ On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (default 8192; tiles 256, 
       conversion and of the read-back checks (every output verified before its rename) in it,
       and the data path in fresh processes given 2 cores vs 1 (target >= 1.7x);
   (c) peak RSS of the data path on 16384^2 vs 4096^2, each in a fresh process (target <= 1.3x).
-Where CUDA is available, (a) runs on the GPU with AMP too and prints pixels/s.
+Where CUDA is available (or with `--device cuda`), (a) runs on the GPU with AMP too and prints
+the model's and the end-to-end Mpx/s, the GPU's busy fraction (the model alone's time over the
+end-to-end time: the GPU computes nothing else) and how far the GPU's map is from the CPU's.
 
-    .venv/bin/python benchmarks/bench_predict.py [--size 8192] [--repeats 2] [--skip-memory] [--skip-model] [--json FILE]
+    .venv/bin/python benchmarks/bench_predict.py [--size 8192] [--repeats 2] [--device auto|cpu|cuda]
+                                                 [--skip-memory] [--skip-model] [--json FILE]
 """
 
 from __future__ import annotations
@@ -76,15 +79,32 @@ def model_only(b: Bundle, size: int, device: str = "cpu") -> float:
     batches = [min(CFG["batch_size"], cols - k) for k in range(0, cols, CFG["batch_size"])] * rows
     predictor = TilePredictor(b, resolve_device(device))
     rng = np.random.default_rng(0)
-    raw = rng.integers(500, 4000, (CFG["batch_size"], 6, CFG["tile_size"], CFG["tile_size"])).astype(np.float32)
+    # uint16, as prediction sends the file's values (converted and normalised on the device)
+    raw = rng.integers(500, 4000, (CFG["batch_size"], 6, CFG["tile_size"], CFG["tile_size"])).astype(np.uint16)
     valid = np.ones((CFG["batch_size"], CFG["tile_size"], CFG["tile_size"]), bool)
-    predictor(raw.copy(), valid)  # warm-up (allocator, oneDNN / cuDNN kernels)
+    predictor(raw, valid)  # warm-up (allocator, oneDNN / cuDNN kernels)
     start = time.perf_counter()
     for n in batches:
-        predictor(raw[:n].copy(), valid[:n])  # a fresh batch each time, as reading gives (normalised in place)
-    if device == "cuda":
-        torch.cuda.synchronize()
+        predictor(raw[:n], valid[:n])   # each result copied back, as prediction needs it
     return time.perf_counter() - start
+
+
+def map_difference(a: Path, b: Path) -> tuple[int, float, bool]:
+    """Two runs' maps: largest probability difference (points) and class agreement on clear
+    pixels, and whether their no data is the same."""
+    import rasterio
+
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        prob = path.with_name(f"{path.stem}_probability{path.suffix}")
+        with rasterio.open(path) as cls, rasterio.open(prob) as p:
+            return cls.read(1), p.read(1).astype(int)
+
+    (ca, pa), (cb, pb) = read(a), read(b)
+    clear = ca != 255
+    if not clear.any():
+        return 0, 1.0, bool(np.array_equal(clear, cb != 255))
+    return (int(np.abs(pa - pb)[clear].max()), float((ca == cb)[clear].mean()),
+            bool(np.array_equal(clear, cb != 255)))
 
 
 def rioxarray_read(image: Path) -> float:
@@ -210,9 +230,13 @@ def main() -> None:
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; medians are printed")
     parser.add_argument("--json", type=Path, help="also write the ratios here (keys as #19 names them)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="(a) on the CPU, the GPU, or (auto) the CPU and any CUDA GPU")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-datapath", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible here")
     figures: dict[str, float] = {}
     if args.child:
         child_rss(*args.child)
@@ -264,7 +288,8 @@ def main() -> None:
             print(f"    the data path on 2 cores / on 1 (fresh processes pinned to them): {one_s:.1f} s / {two_s:.1f} s "
                   f"-> {one_s / two_s:.2f}x (target >= 1.7)")
         if not args.skip_model:
-            devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+            devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []), "cpu": ["cpu"],
+                       "cuda": ["cuda"]}[args.device]
             for device in devices:
                 net = unet()
                 compute_s, e2e_s = (statistics.median(v) for v in zip(*[
@@ -272,8 +297,13 @@ def main() -> None:
                     for _ in reps]))
                 figures["e2e_over_model" if device == "cpu" else "gpu_e2e_over_model"] = e2e_s / compute_s
                 print(f"(a) {device}: U-Net end to end {e2e_s:.1f} s ({mpx / e2e_s:.2f} Mpx/s), model alone "
-                      f"{compute_s:.1f} s -> ratio {e2e_s / compute_s:.3f} (target <= 1.05)")
-            if not torch.cuda.is_available():
+                      f"{compute_s:.1f} s ({mpx / compute_s:.2f} Mpx/s) -> ratio {e2e_s / compute_s:.3f} "
+                      f"(target <= 1.05{'; GPU busy ' + format(compute_s / e2e_s, '.0%') if device == 'cuda' else ''})")
+            if len(devices) == 2:
+                points, agree, same_nodata = map_difference(folder / "unet_cpu.tif", folder / "unet_cuda.tif")
+                print(f"    GPU (bf16) vs CPU map: probabilities at most {points} points apart, classes equal on "
+                      f"{agree:.4%} of clear pixels, no data {'identical' if same_nodata else 'DIFFERENT'}")
+            if "cuda" not in devices:
                 print("    no CUDA GPU here: the GPU figures need a machine with one")
     if not args.skip_memory:
         with tempfile.TemporaryDirectory() as tmp:

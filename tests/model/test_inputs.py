@@ -169,3 +169,45 @@ def test_the_bundle_records_its_chip_size_and_indices(bundle_path: Path) -> None
     bundle = load_bundle(bundle_path)
     assert bundle.chip_size == 64 and bundle.indices == ("NDWI", "MNDWI")
     assert bundle.inputs.channels == 8 and bundle.model(bundle.inputs(torch.ones(1, 6, 64, 64))).shape == (1, 1, 64, 64)
+
+
+def test_raw_tiles_rescaled_where_the_model_runs_predict_as_the_harmonised_floats() -> None:
+    """uint16 digital numbers with a scale and offset (Landsat's, in x 10000 units), some pixels
+    hidden, through indices and the clear channel: exactly what the float32 reflectance gives."""
+    from wetmap.scenes.reader import Rescale
+
+    rng = np.random.default_rng(1)
+    raw = rng.integers(7300, 30000, (3, 6, 32, 32)).astype(np.uint16)
+    clear = rng.random((3, 32, 32)) > 0.2
+    clear[1] = True   # a batch member wholly clear next to hidden ones
+    rescale = Rescale(np.full(6, 0.275, np.float32), np.full(6, -2000.0, np.float32))
+    harmonised = raw.astype(np.float32) * np.float32(0.275) + np.float32(-2000.0)
+    harmonised[np.broadcast_to(~clear[:, None], harmonised.shape)] = 0   # as SceneReader.read leaves them
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(6 + 2 + 1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+    bundle = Bundle(model=net.eval(), bands=list(BANDS), classes=["other", "wetland"], mean=np.full(6, 1500.0),
+                    std=np.full(6, 700.0), indices=("NDWI", "NDVI"), clear_channel=True)
+    predictor = TilePredictor(bundle, torch.device("cpu"), "fp32")
+    want = predictor(harmonised, clear)
+    got = predictor(raw, clear, rescale)
+    assert np.array_equal(got, want)
+    assert not np.array_equal(predictor(raw, clear), want), "the rescaling is applied, not skipped"
+    # A wholly clear batch skips the mask (never sent): the same values as with a mask of ones.
+    all_clear = np.ones_like(clear)
+    x = torch.from_numpy(raw.astype(np.float32) * np.float32(0.275) + np.float32(-2000.0))
+    with torch.inference_mode():
+        masked = bundle.probabilities(net(bundle.inputs(x, torch.from_numpy(all_clear)))).numpy()
+    assert np.array_equal(predictor(raw, all_clear, rescale), masked)
+
+
+def test_statistics_moved_once_serve_training_after_prediction() -> None:
+    """The normalisation's device copies are made outside inference mode, so a training step in
+    the same process (the tests, a notebook) can still build its graph on them."""
+    from wetmap.model.inputs import normalize
+
+    mean, std = np.full(6, 321.0), np.full(6, 45.0)
+    with torch.inference_mode():
+        normalize(torch.ones(1, 6, 4, 4), mean, std)
+    weight = torch.ones(6, 1, 1, requires_grad=True)
+    (normalize(torch.ones(1, 6, 4, 4), mean, std) * weight).sum().backward()
+    assert weight.grad is not None and torch.allclose(weight.grad, torch.full((6, 1, 1), 16 * (1 - 321) / 45))

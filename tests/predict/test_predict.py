@@ -73,6 +73,24 @@ def test_two_scene_mosaic_takes_the_clear_scene_and_blends_by_confidence(tmp_pat
     assert result.scenes == 2 and 0.85 < result.valid_fraction < 0.9
 
 
+@pytest.mark.parametrize("depth", [1, 3])
+def test_batches_in_flight_change_nothing(depth: int, monkeypatch, tmp_path: Path) -> None:
+    """Blending a batch while the next computes (runner.IN_FLIGHT) gives the bytes of one at a time."""
+    from wetmap.predict import runner
+
+    x_img, x_cloud = scene(tmp_path, "x", 600_000, np.linspace(500, 2500, 90 * 200).reshape(90, 200), (100, 160))
+    y_img, y_cloud = scene(tmp_path, "y", 600_400, np.full((90, 200), 800), (90, 160))
+    maps = []
+    for n in (runner.IN_FLIGHT, depth):
+        monkeypatch.setattr(runner, "IN_FLIGHT", n)
+        out = tmp_path / f"inflight{n}.tif"
+        predict_mosaic(pointwise_bundle(), [x_img, y_img], out, clouds=[x_cloud, y_cloud], cfg=CFG,
+                       probabilities=True, overwrite=True)
+        with rasterio.open(out.with_name(f"{out.stem}_probability.tif")) as src:
+            maps.append(src.read())
+    assert np.array_equal(*maps) and len(np.unique(maps[0])) > 10
+
+
 def test_output_crs_and_resolution(tmp_path: Path) -> None:
     x_img, _ = scene(tmp_path, "x", 600_000, np.full((90, 200), 1500), (0, 0))
     out = tmp_path / "laea.tif"
@@ -207,3 +225,22 @@ def test_a_predict_config_file_sets_the_outputs_and_a_flag_wins(monkeypatch, bun
     assert run_cli(["predict", bundle_path, sample.scene_a, "--clouds", sample.scene_a_scl, "--config", cfg,
                     "--no-probabilities", "--no-vectorize", "-o", out], monkeypatch) == 0
     assert out.exists() and not out.with_name("m_probability.tif").exists() and not out.with_suffix(".gpkg").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_predicts_the_cpu_map_within_the_bf16_tolerance(bundle_path: Path, sample, tmp_path: Path) -> None:
+    """CUDA (bf16 autocast, uint16 tiles pinned and normalised on the device, batches in flight)
+    against the CPU in fp32: the same no data, probabilities at most 2 points apart, and classes
+    equal on 99.9 % of clear pixels (README: bf16's stated tolerance)."""
+    maps = {}
+    for device, precision in (("cpu", "fp32"), ("cuda", "auto")):
+        cfg = PredictConfig(tile_size=64, overlap=16, batch_size=4, device=device, precision=precision)
+        result = predict_mosaic(bundle_path, [sample.scene_a], tmp_path / f"{device}.tif", clouds=[sample.scene_a_scl],
+                                cfg=cfg, probabilities=True)
+        with rasterio.open(result.classes) as cls, rasterio.open(result.probabilities) as prob:
+            maps[device] = (cls.read(1), prob.read(1).astype(int))
+    (cpu_cls, cpu_p), (gpu_cls, gpu_p) = maps["cpu"], maps["cuda"]
+    clear = cpu_cls != 255
+    assert np.array_equal(clear, gpu_cls != 255) and clear.mean() > 0.3
+    assert np.abs(cpu_p - gpu_p)[clear].max() <= 2
+    assert (cpu_cls == gpu_cls)[clear].mean() >= 0.999

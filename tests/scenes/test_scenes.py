@@ -137,6 +137,27 @@ def test_product_tiles_exactly_as_its_stacked_geotiff(built, sample, tmp_path) -
     assert a.meta["scene"]["level"] == "L2A" and "SCL" in a.meta["inputs"]["clouds"]
 
 
+@pytest.mark.parametrize("form", ["safe", "landsat"])
+def test_prediction_reads_products_as_they_are_and_rescales_them_as_read_does(form, built) -> None:
+    """Prediction's tiles stay uint16 (half the bytes of float32 on their way to a GPU); their
+    rescaling, applied as TilePredictor applies it, gives read()'s reflectance bit for bit."""
+    from rasterio.windows import Window
+
+    from wetmap.scenes.reader import SceneReader, scene_grid
+
+    bands = open_scene(built[form][0]).select(products.MODEL_BANDS)
+    with SceneReader(bands, scene_grid(bands), strips=True) as reader:
+        assert reader.raw_dtype == np.uint16 and reader.rescale is not None
+        window = Window(0, 0, reader.grid.width, reader.grid.height)
+        raw, ok = reader.read_raw(window)
+        want, want_ok = reader.read(window)
+    assert raw.dtype == np.uint16 and np.array_equal(ok, want_ok) and not ok.all()
+    x = raw.astype(np.float32)
+    x *= reader.rescale.scale[:, None, None]
+    x += reader.rescale.offset[:, None, None]
+    assert np.array_equal(x[:, ok], want[:, ok])
+
+
 def test_cli_predict_and_tile_take_a_safe_zip(built, sample, bundle_path, tmp_path, monkeypatch, capsys) -> None:
     archive, _ = built["zip"]
     assert run_cli(["predict", bundle_path, archive, "-o", tmp_path / "map.tif", "--tile-size", "64",

@@ -10,6 +10,7 @@ leak into the features of their clear neighbours.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import overload
 
@@ -37,12 +38,12 @@ def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
     three fewer full-size temporaries per batch is a visible share of the data path.
     """
     if isinstance(raw, torch.Tensor):
-        m = torch.as_tensor(mean, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
-        s = torch.as_tensor(std, dtype=torch.float32, device=raw.device).view(-1, 1, 1)
+        m, s = (_statistic(np.asarray(v), raw.device) for v in (mean, std))
         ok = None if valid is None else torch.as_tensor(valid, device=raw.device)   # a tensor as it is
         if inplace and raw.dtype == torch.float32:
             x = raw.sub_(m).div_(s)
-            if ok is not None and not bool(ok.all()):   # most tiles are clear throughout
+            # Most chips are clear throughout; on a GPU, asking would make the host wait for it.
+            if ok is not None and (ok.device.type != "cpu" or not bool(ok.all())):
                 x.mul_(ok.unsqueeze(-3))
             return x
         x = (raw.float() - m) / s
@@ -53,6 +54,18 @@ def normalize(raw: np.ndarray | torch.Tensor, mean: np.ndarray, std: np.ndarray,
     if valid is not None:
         y *= np.asarray(valid)[..., None, :, :]
     return y
+
+
+def _statistic(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(C,1,1) float32 `values` on `device`, moved there once per device and values: a copy per
+    batch would be a blocking host-to-device copy, making each GPU batch wait for the one before."""
+    return _moved(values.tobytes(), values.dtype.str, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _moved(data: bytes, dtype: str, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):   # a normal tensor, usable by training too, whoever made it first
+        return torch.from_numpy(np.frombuffer(data, dtype).astype(np.float32)).to(device).view(-1, 1, 1)
 
 
 # The name of the clear-mask channel (1 clear, 0 hidden), after the bands and indices.

@@ -21,6 +21,7 @@ from wetmap.model.bundle import Bundle
 from wetmap.runtime import STREAM_CACHE_MB, gdal_env
 from wetmap.scenes import MaskSource, SceneReader, SceneSpec, open_scene, resolve_mask
 from wetmap.scenes.check import check_range, level_mismatch
+from wetmap.scenes.reader import Rescale
 
 
 def read_env() -> rasterio.Env:
@@ -60,11 +61,11 @@ class Scene:
 
 
 class SceneStack:
-    """The scenes seen on the output grid, read tile by tile as (bands, valid mask) per scene.
+    """The scenes seen on the output grid, read tile by tile as (raw bands, valid mask) per scene.
 
     Each scene's bands are read through `scenes.SceneReader` (a file on the grid directly, others
-    warped, bilinear; reflectance harmonised); its cloud mask is seen on the grid (nearest). Pixels
-    outside a scene read as no data.
+    warped, bilinear; `rescales` makes them reflectance x 10000 where the model runs); its cloud
+    mask is seen on the grid (nearest). Pixels outside a scene read as no data.
     """
 
     def __init__(self, scenes: Sequence[Scene], grid: Grid, bands: Sequence[str], cloud: CloudConfig) -> None:
@@ -85,10 +86,16 @@ class SceneStack:
             self.close()
             raise
 
+    @property
+    def rescales(self) -> list[Rescale | None]:
+        """Per scene, how its raw values become reflectance x 10000 (`read` leaves it undone)."""
+        return [reader.rescale for reader, _ in self.layers]
+
     def read(self, tile: Tile) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per scene, (raw bands as the files hold them (`SceneReader.read_raw`), clear mask)."""
         out = []
         for reader, mask in self.layers:
-            raw, ok = reader.read(tile.window)
+            raw, ok = reader.read_raw(tile.window)
             if mask is not None:
                 ok &= mask.valid(tile.window)
             out.append((raw, ok))

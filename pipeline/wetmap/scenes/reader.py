@@ -10,11 +10,16 @@ reflectance x 10000, the sample scenes), windows are decoded as they are, in the
 the chip store keeps them as they are and prediction reads them exactly as it always has. Else
 every band is rescaled in float32 (raw * scale + offset), and pixels that are no data in any band
 read as 0 with a False valid mask, so neither NaN nor a stray fill value reaches a model.
+
+Prediction reads the raw values instead (`read_raw`: uint16 for Sentinel-2 and Landsat, half the
+bytes of float32) and rescales them where the model runs (`Rescale`), with the same float32
+operations in the same order, so a GPU is sent half the bytes and does the arithmetic itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -117,6 +122,10 @@ class SceneReader:
         self.dtype = np.dtype(next(iter(dtypes))) if self.native else np.dtype(np.float32)
         # The value marking no data in what `read_into` writes (None: it returns the mask instead).
         self.nodata = self.files[0].nodata if self.native else None
+        # What `read_raw` gives: the bands' common integer type, else float32; and their rescaling.
+        common = np.result_type(*dtypes)
+        self.raw_dtype = common if common.kind in "iu" else np.dtype(np.float32)
+        self.rescale = Rescale.of(self.bands)
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(bands (C,h,w) float32, valid (h,w)): valid where no band is no data."""
@@ -125,6 +134,19 @@ class SceneReader:
             return raw, nodata_valid(raw, self.nodata)
         out = np.empty((len(self.bands), int(window.height), int(window.width)), np.float32)
         return out, self._harmonise(window, out)
+
+    def read_raw(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(bands (C,h,w) of `raw_dtype` as the files hold them, valid (h,w)), to be rescaled by
+        `rescale` where the model runs. Float bands' no data (NaN included) read as 0, so that no
+        NaN survives the clear mask's multiplication; integer ones keep their fill value."""
+        if self.native:
+            raw = self.files[0].read(window)
+            return raw, nodata_valid(raw, self.nodata)
+        out = np.empty((len(self.bands), int(window.height), int(window.width)), self.raw_dtype)
+        bad = self._gather(window, out, rescale=False)
+        if bad.any() and out.dtype.kind == "f":
+            out[:, bad] = 0
+        return out, ~bad
 
     def read_into(self, window: Window, out: np.ndarray) -> np.ndarray | None:
         """Decode `window` into `out` (C,h,w) of `self.dtype` (a view into a batch is fine).
@@ -137,6 +159,13 @@ class SceneReader:
         return self._harmonise(window, out)
 
     def _harmonise(self, window: Window, out: np.ndarray) -> np.ndarray:
+        bad = self._gather(window, out, rescale=True)
+        if bad.any():
+            out[:, bad] = 0
+        return ~bad
+
+    def _gather(self, window: Window, out: np.ndarray, rescale: bool) -> np.ndarray:
+        """Every file's bands into their places in `out` (rescaled if asked); the no-data mask."""
         bad = np.zeros(out.shape[1:], bool)
         for file in self.files:
             raw = file.read(window)
@@ -148,12 +177,10 @@ class SceneReader:
                     bad |= values == file.nodata
                 target = out[pos]
                 target[...] = values
-                if not band.identity:
+                if rescale and not band.identity:
                     target *= np.float32(band.scale)
                     target += np.float32(band.offset)
-        if bad.any():
-            out[:, bad] = 0
-        return ~bad
+        return bad
 
     def close(self) -> None:
         for file in self.files:
@@ -175,3 +202,19 @@ def _holds(dtype: np.dtype, value: float) -> bool:
     info = np.iinfo(dtype)
     return float(value).is_integer() and info.min <= value <= info.max
 
+
+@dataclass(frozen=True, eq=False)   # compared and hashed by identity: one per opened scene
+class Rescale:
+    """Raw band values to reflectance x 10000: `raw * scale + offset` per band in float32, the
+    operations `SceneReader.read` does, for whoever applies them to `read_raw`'s values
+    (`predict.runner.TilePredictor`, on its device), so that both agree bit for bit."""
+
+    scale: np.ndarray    # (C,) float32
+    offset: np.ndarray   # (C,) float32
+
+    @classmethod
+    def of(cls, bands: Sequence[BandSource]) -> Rescale | None:
+        """None where every band is read as it is."""
+        if all(b.identity for b in bands):
+            return None
+        return cls(np.array([b.scale for b in bands], np.float32), np.array([b.offset for b in bands], np.float32))
