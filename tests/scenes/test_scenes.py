@@ -158,6 +158,25 @@ def test_prediction_reads_products_as_they_are_and_rescales_them_as_read_does(fo
     assert np.array_equal(x[:, ok], want[:, ok])
 
 
+@pytest.mark.parametrize("form", ["safe", "landsat"])
+def test_what_a_gpu_is_sent_predicts_the_same_map(form, built, bundle_path, tmp_path, monkeypatch) -> None:
+    """The files' own values, rescaled by the predictor (a GPU's path), run here on the CPU: the
+    bytes of the float32 reflectance the CPU's reader thread makes."""
+    from wetmap.predict import runner
+    from wetmap.scenes.reader import SceneReader
+
+    bundle = load_bundle(bundle_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WetmapWarning)
+        want = predicted(bundle, built[form][0], tmp_path / "float.tif")
+        raw_reads = []
+        read_raw = SceneReader.read_raw
+        monkeypatch.setattr(SceneReader, "read_raw", lambda self, w: raw_reads.append(w) or read_raw(self, w))
+        monkeypatch.setattr(runner, "RAW_DEVICES", ("cuda", "cpu"))
+        got = predicted(bundle, built[form][0], tmp_path / "raw.tif")
+    assert raw_reads and got == want
+
+
 def test_cli_predict_and_tile_take_a_safe_zip(built, sample, bundle_path, tmp_path, monkeypatch, capsys) -> None:
     archive, _ = built["zip"]
     assert run_cli(["predict", bundle_path, archive, "-o", tmp_path / "map.tif", "--tile-size", "64",

@@ -50,7 +50,7 @@ def predict_part(bundle_path: str, scenes: Sequence[Scene], grid: Grid, cfg: Pre
     prob = np.full((bottom - top, grid.width), NODATA, np.uint8)
     wet = wetland_index(predictor.bundle.classes)
     with read_env():
-        stack = SceneStack(scenes, grid, predictor.bundle.bands, cfg.cloud)
+        stack = SceneStack(scenes, grid, predictor.bundle.bands, cfg.cloud, raw=predictor.raw_input)
         try:
             for row, strip, valid in predict_strips(predictor, stack, tiles, max(0, first - 1), stop, cfg):
                 lo, hi = max(row, top), min(row + valid.shape[0], bottom)

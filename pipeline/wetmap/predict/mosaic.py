@@ -1,10 +1,10 @@
 """Sliding-window inference over whole scenes (one or several), streamed into QGIS-ready COGs.
 
 Scenes are seen on one output grid (the first scene's, extended over all of them, or a given CRS /
-resolution). A reader thread reads tiles (bands as the files hold them, and the cloud mask of
-every scene) ahead while the model computes; batches go to the device, which rescales and
-normalises them (`predict.runner`; bf16/fp16 autocast and channels_last on GPUs and bf16-capable
-CPUs). Per tile, scenes are combined where clear (`predict.classes.combine_scenes`), tiles are
+resolution). A reader thread reads tiles (bands and cloud mask of every scene) ahead while the
+model computes; batches go to the device (on a GPU as the files hold them, rescaled and
+normalised there: `predict.runner`; bf16/fp16 autocast and channels_last on GPUs and
+bf16-capable CPUs). Per tile, scenes are combined where clear (`predict.classes.combine_scenes`), tiles are
 blended (`io.blend.StripAccumulator`) and rows are written as soon as they are final. Pixels clear in
 no scene are written as 255: the cloudy part is never guessed.
 
@@ -194,7 +194,7 @@ def _predict_into(outputs: OutputSet, bundle: Bundle | str | Path, scenes: list[
             if loaded is not None:
                 predictor = TilePredictor(loaded, device, cfg.precision, cfg.tta)
                 precision = str(predictor.amp).removeprefix("torch.") if predictor.amp else "fp32"
-                stack = SceneStack(scenes, grid, loaded.bands, cfg.cloud)
+                stack = SceneStack(scenes, grid, loaded.bands, cfg.cloud, raw=predictor.raw_input)
                 try:
                     for row, strip, valid in predict_strips(predictor, stack, tiles, 0, tiles.shape[0], cfg):
                         write(row, class_labels(strip, valid, info["threshold"]),

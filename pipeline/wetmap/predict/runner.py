@@ -1,7 +1,9 @@
 """Running the model on tiles: batches on the device, autocast, test-time augmentation.
 
-Tiles go to the device as the files hold them (uint16 for Sentinel-2 and Landsat: half the bytes
-of float32), from pinned memory on a GPU, and are rescaled and normalised there. Batches are
+On a GPU, tiles go as the files hold them (uint16 for Sentinel-2 and Landsat: half the bytes of
+float32), from pinned memory, and are rescaled and normalised there; on the CPU the reader thread
+converts them to float32 reflectance while the model computes (the same values: the two rescale
+with the same float32 operations). Batches are
 submitted one ahead of the one being blended: on a GPU the next batch computes while the CPU
 blends and writes the last (on the CPU the submission itself computes, and the order of the work
 is all that changes). Nothing in a batch asks the device for a value, so it never waits for it.
@@ -33,6 +35,10 @@ TTA_VIEWS = {"none": ((0, False),), "flips": ((0, False), (0, True), (2, False),
 
 Reads = list[tuple[np.ndarray, np.ndarray]]   # per scene: raw bands, valid
 
+# Devices sent the files' own values (`SceneStack(raw=True)`). Not the CPU: there the conversion
+# would only move from the reader thread, where it overlaps the model, into the model's own.
+RAW_DEVICES = ("cuda",)
+
 # Batches submitted and not yet blended: the one the device computes and the one being blended.
 IN_FLIGHT = 2
 
@@ -63,6 +69,7 @@ class TilePredictor:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._rescales: dict[Rescale, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.raw_input = device.type in RAW_DEVICES   # read scenes for it with SceneStack(raw=...)
 
     def __call__(self, raw: np.ndarray, valid: np.ndarray, rescale: Rescale | None = None) -> np.ndarray:
         """(N,channels,H,W) probabilities (see Bundle.probabilities) of raw (N,C,H,W) bands

@@ -64,11 +64,14 @@ class SceneStack:
     """The scenes seen on the output grid, read tile by tile as (raw bands, valid mask) per scene.
 
     Each scene's bands are read through `scenes.SceneReader` (a file on the grid directly, others
-    warped, bilinear; `rescales` makes them reflectance x 10000 where the model runs); its cloud
-    mask is seen on the grid (nearest). Pixels outside a scene read as no data.
+    warped, bilinear); its cloud mask is seen on the grid (nearest). Pixels outside a scene read
+    as no data. `raw`: bands as the files hold them, which `rescales` makes reflectance x 10000
+    where the model runs; else float32 reflectance, rescaled here.
     """
 
-    def __init__(self, scenes: Sequence[Scene], grid: Grid, bands: Sequence[str], cloud: CloudConfig) -> None:
+    def __init__(self, scenes: Sequence[Scene], grid: Grid, bands: Sequence[str], cloud: CloudConfig,
+                 raw: bool = False) -> None:
+        self.raw = raw
         self._open: list = []
         self.layers: list[tuple[SceneReader, CloudMask | None]] = []
         try:
@@ -88,14 +91,14 @@ class SceneStack:
 
     @property
     def rescales(self) -> list[Rescale | None]:
-        """Per scene, how its raw values become reflectance x 10000 (`read` leaves it undone)."""
-        return [reader.rescale for reader, _ in self.layers]
+        """Per scene, the rescaling `read` left undone (None: none is left)."""
+        return [reader.rescale if self.raw else None for reader, _ in self.layers]
 
     def read(self, tile: Tile) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per scene, (raw bands as the files hold them (`SceneReader.read_raw`), clear mask)."""
+        """Per scene, (bands, clear mask)."""
         out = []
         for reader, mask in self.layers:
-            raw, ok = reader.read_raw(tile.window)
+            raw, ok = reader.read_raw(tile.window) if self.raw else reader.read(tile.window)
             if mask is not None:
                 ok &= mask.valid(tile.window)
             out.append((raw, ok))
