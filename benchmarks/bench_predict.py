@@ -79,13 +79,14 @@ def model_only(b: Bundle, size: int, device: str = "cpu") -> float:
     batches = [min(CFG["batch_size"], cols - k) for k in range(0, cols, CFG["batch_size"])] * rows
     predictor = TilePredictor(b, resolve_device(device))
     rng = np.random.default_rng(0)
-    # uint16, as prediction sends the file's values (converted and normalised on the device)
-    raw = rng.integers(500, 4000, (CFG["batch_size"], 6, CFG["tile_size"], CFG["tile_size"])).astype(np.uint16)
+    # What prediction sends: a GPU the file's uint16 values, the CPU float32 from the reader thread
+    dtype = np.uint16 if predictor.raw_input else np.float32
+    raw = rng.integers(500, 4000, (CFG["batch_size"], 6, CFG["tile_size"], CFG["tile_size"])).astype(dtype)
     valid = np.ones((CFG["batch_size"], CFG["tile_size"], CFG["tile_size"]), bool)
-    predictor(raw, valid)  # warm-up (allocator, oneDNN / cuDNN kernels)
+    predictor(raw.copy(), valid)  # warm-up (allocator, oneDNN / cuDNN kernels)
     start = time.perf_counter()
     for n in batches:
-        predictor(raw[:n], valid[:n])   # each result copied back, as prediction needs it
+        predictor(raw[:n].copy(), valid[:n])  # a fresh batch each time, as reading gives (float32 is normalised in place)
     return time.perf_counter() - start
 
 

@@ -158,22 +158,24 @@ def test_prediction_reads_products_as_they_are_and_rescales_them_as_read_does(fo
     assert np.array_equal(x[:, ok], want[:, ok])
 
 
-@pytest.mark.parametrize("form", ["safe", "landsat"])
+@pytest.mark.parametrize("form", ["safe", "landsat", "float-stack"])
 def test_what_a_gpu_is_sent_predicts_the_same_map(form, built, bundle_path, tmp_path, monkeypatch) -> None:
     """The files' own values, rescaled by the predictor (a GPU's path), run here on the CPU: the
-    bytes of the float32 reflectance the CPU's reader thread makes."""
+    bytes of the float32 reflectance the CPU's reader thread makes. "float-stack": a float32
+    stack with NaN no data, whose NaN must not reach the network."""
     from wetmap.predict import runner
     from wetmap.scenes.reader import SceneReader
 
     bundle = load_bundle(bundle_path)
+    image, clouds = (built["safe"][1], "none") if form == "float-stack" else (built[form][0], None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WetmapWarning)
-        want = predicted(bundle, built[form][0], tmp_path / "float.tif")
+        want = predicted(bundle, image, tmp_path / "float.tif", clouds=clouds)
         raw_reads = []
         read_raw = SceneReader.read_raw
         monkeypatch.setattr(SceneReader, "read_raw", lambda self, w: raw_reads.append(w) or read_raw(self, w))
         monkeypatch.setattr(runner, "RAW_DEVICES", ("cuda", "cpu"))
-        got = predicted(bundle, built[form][0], tmp_path / "raw.tif")
+        got = predicted(bundle, image, tmp_path / "raw.tif", clouds=clouds)
     assert raw_reads and got == want
 
 

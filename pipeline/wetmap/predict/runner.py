@@ -3,10 +3,10 @@
 On a GPU, tiles go as the files hold them (uint16 for Sentinel-2 and Landsat: half the bytes of
 float32), from pinned memory, and are rescaled and normalised there; on the CPU the reader thread
 converts them to float32 reflectance while the model computes (the same values: the two rescale
-with the same float32 operations). Batches are
-submitted one ahead of the one being blended: on a GPU the next batch computes while the CPU
-blends and writes the last (on the CPU the submission itself computes, and the order of the work
-is all that changes). Nothing in a batch asks the device for a value, so it never waits for it.
+with the same float32 operations). Batches are submitted one ahead of the one being blended: on
+a GPU the next batch computes while the CPU blends and writes the last (on the CPU the
+submission itself computes, and the order of the work is all that changes). Nothing in a batch
+asks the device for a value, so it never waits for it.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class Scene:
 
 
 class SceneStack:
-    """The scenes seen on the output grid, read tile by tile as (raw bands, valid mask) per scene.
+    """The scenes seen on the output grid, read tile by tile as (bands, valid mask) per scene.
 
     Each scene's bands are read through `scenes.SceneReader` (a file on the grid directly, others
     warped, bilinear); its cloud mask is seen on the grid (nearest). Pixels outside a scene read

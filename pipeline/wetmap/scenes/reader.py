@@ -11,9 +11,9 @@ the chip store keeps them as they are and prediction reads them exactly as it al
 every band is rescaled in float32 (raw * scale + offset), and pixels that are no data in any band
 read as 0 with a False valid mask, so neither NaN nor a stray fill value reaches a model.
 
-Prediction reads the raw values instead (`read_raw`: uint16 for Sentinel-2 and Landsat, half the
-bytes of float32) and rescales them where the model runs (`Rescale`), with the same float32
-operations in the same order, so a GPU is sent half the bytes and does the arithmetic itself.
+Prediction on a GPU reads the raw values instead (`read_raw`: uint16 for Sentinel-2 and Landsat,
+half the bytes of float32) and rescales them there (`Rescale`), with the same float32 operations
+in the same order, so the GPU is sent half the bytes and does the arithmetic itself.
 """
 
 from __future__ import annotations
