@@ -14,6 +14,7 @@ from rasterio.crs import CRS
 
 from conftest import run_cli
 from wetmap.config import PredictConfig
+from wetmap.errors import WetmapError
 from wetmap.io.raster import Grid, write_raster
 from wetmap.io.windows import TileGrid
 from wetmap.model.bundle import Bundle
@@ -244,3 +245,25 @@ def test_a_gpu_predicts_the_cpu_map_within_the_bf16_tolerance(bundle_path: Path,
     assert np.array_equal(clear, gpu_cls != 255) and clear.mean() > 0.3
     assert np.abs(cpu_p - gpu_p)[clear].max() <= 2
     assert (cpu_cls == gpu_cls)[clear].mean() >= 0.999
+
+
+def test_a_strip_lost_on_the_way_to_disk_fails_the_run(monkeypatch, tmp_path: Path) -> None:
+    """GDAL may lose a block while flushing its cache and only log it; the strip file then reads
+    back as no data there, without an error. The COG must hold what was written, so the run fails
+    (one line, naming the map) and leaves nothing."""
+    from wetmap.io import cog
+    from wetmap.predict import mosaic
+
+    img, _ = scene(tmp_path, "l", 600_000, np.full((200, 200), 1500), (0, 0))
+    writes: list[int] = []
+
+    def losing(dst, row: int, data: np.ndarray) -> None:
+        writes.append(row)
+        if len(writes) != 2:   # the second strip of the class map never reaches the file
+            cog.write_strip(dst, row, data)
+
+    monkeypatch.setattr(mosaic, "write_strip", losing)
+    out = tmp_path / "out" / "p.tif"
+    with pytest.raises(WetmapError, match=r"p\.tif: was not written completely .* pixels differ"):
+        predict_mosaic(pointwise_bundle(), [img], out, clouds=["none"], cfg=CFG)
+    assert sorted(p.name for p in out.parent.iterdir()) == []

@@ -215,8 +215,8 @@ class OutputSet:
         return path
 
     def expect(self, final: str | Path, pixels: list[int] | None) -> None:
-        """The band checksums that raster output `final` must have (of what it was copied from;
-        `verify`'s result for a raster, never None there)."""
+        """The band checksums that raster output `final` must have: of the strips written
+        (io.checksum.StripChecksum) or of a file it was copied from (`verify`'s result)."""
         if pixels is None:
             raise TypeError(f"no checksums to expect for {final}: verify returns them for rasters only")
         self._pixels[Path(final)] = pixels
