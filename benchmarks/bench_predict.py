@@ -4,8 +4,9 @@ On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (default 8192; tiles 256, 
   (a) end to end with a ResNet-18 U-Net (TorchGeo, random weights: timing does not depend on
       them) vs the model alone on the same number of tiles, inputs already in memory
       (target <= 1.05x: reads, blending and writes hidden behind compute);
-  (b) the data path alone, with a 1x1-convolution model (read, tile, blend, write the COG), vs
-      rioxarray + Dask reading the same file (target >= 0.8x) and vs TorchGeo's RasterDataset +
+  (b) the data path alone, with a 1x1-convolution model on one torch thread, standing in for a
+      model on a GPU (read, tile, blend, write the COG), vs
+      rioxarray + Dask reading the same file (target >= 0.5x, #19) and vs TorchGeo's RasterDataset +
       GridGeoSampler + DataLoader over the same tiles (target >= 1.5x), with the time of the COG
       conversion and of the read-back checks (every output verified before its rename) in it,
       and the data path in fresh processes given 2 cores vs 1 (target >= 1.7x);
@@ -286,7 +287,7 @@ def main() -> None:
         print(f"(b) data path (1x1 conv, read + blend + COG): {data_s:.1f} s = {mpx / data_s:.1f} Mpx/s "
               f"(with torch given every core, its threads spinning beside it: {spin_s:.1f} s)")
         print(f"    rioxarray + Dask read:                   {rio_s:.1f} s = {mpx / rio_s:.1f} Mpx/s"
-              f"  -> ratio {rio_s / data_s:.2f} (target >= 0.8)")
+              f"  -> ratio {rio_s / data_s:.2f} (target >= 0.5)")
         print(f"    TorchGeo RasterDataset + GridGeoSampler: {tg_s:.1f} s = {mpx / tg_s:.1f} Mpx/s"
               f"  -> ratio {tg_s / data_s:.2f} (target >= 1.5)")
         print(f"    of which the COG conversion of the two outputs alone (DEFLATE + overviews): {cog_s:.1f} s "
@@ -322,9 +323,6 @@ def main() -> None:
                 print(f"(a) {device}: U-Net end to end {e2e_s:.1f} s ({mpx / e2e_s:.2f} Mpx/s), model alone "
                       f"{compute_s:.1f} s ({mpx / compute_s:.2f} Mpx/s) -> ratio {e2e_s / compute_s:.3f} "
                       f"(target <= 1.05{'; GPU busy ' + format(compute_s / e2e_s, '.0%') if device == 'cuda' else ''})")
-                if device == "cpu":   # the model keeps every core busy: the data path's work adds to it
-                    print(f"    the model uses all {cores} cores, so the data path's {path_cpu:.1f} core-s come on top: "
-                          f"the ratio cannot go below {1 + path_cpu / (cores * compute_s):.3f} on this CPU")
             if len(devices) == 2:
                 points, agree, same_nodata = map_difference(folder / "unet_cpu.tif", folder / "unet_cuda.tif")
                 print(f"    GPU (bf16) vs CPU map: probabilities at most {points} points apart, classes equal on "
