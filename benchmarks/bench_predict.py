@@ -76,8 +76,8 @@ def run_datapath(image: Path, out: Path, torch_threads: int = 1) -> float:
     """The data path: prediction with the 1x1 convolution, which stands in for a model on a GPU.
 
     Such a model takes no CPU thread, so the stand-in gets one torch thread: given one per core,
-    torch's OpenMP workers spin-wait after each tiny convolution on the cores that the reader and
-    writer threads need (`torch_threads` > 1 measures that, printed beside the figure)."""
+    torch's OpenMP workers spin-wait after each tiny convolution on the cores that the reader
+    thread and GDAL need (`torch_threads` > 1 measures that, printed beside the figure)."""
     before = torch.get_num_threads()
     torch.set_num_threads(torch_threads)
     try:
