@@ -44,6 +44,7 @@ class StripAccumulator:
         self.num = np.zeros((n_channels, depth, grid.width), np.float32)
         self.den = np.zeros((depth, grid.width), np.float32)
         self.valid = np.zeros((depth, grid.width), bool)
+        self._used = 0   # buffer rows tiles have reached; those below are still zero
         self._weights: dict[tuple[bool, bool, bool, bool, int, int], np.ndarray] = {}
 
     def _tile_weights(self, tile: Tile) -> np.ndarray:
@@ -62,6 +63,7 @@ class StripAccumulator:
         self.num[:, rs, cs] += probs * w
         self.den[rs, cs] += w
         self.valid[rs, cs] = valid
+        self._used = max(self._used, rs.stop)
         if tile.col == self.grid.shape[1] - 1:
             last = tile.row == self.grid.shape[0] - 1
             end = self.grid.height if last else self.starts[tile.row + 1]
@@ -72,10 +74,12 @@ class StripAccumulator:
         n = end - self.top
         probs = self.num[:, :n] / np.maximum(self.den[:n], 1e-12)
         out = (self.top, probs, self.valid[:n].copy())
-        # Shift the still-open rows to the front of the buffers.
-        keep = self.den.shape[0] - n
+        # Shift the still-open rows (the overlap into the next tile row) to the front of the
+        # buffers; the zero rows below them need no copy.
+        carried = max(0, self._used - n)
         for buf in (self.num, self.den, self.valid):
-            buf[..., :keep, :] = buf[..., n:, :].copy()
-            buf[..., keep:, :] = 0
+            buf[..., :carried, :] = buf[..., n:self._used, :]   # numpy buffers an overlapping copy
+            buf[..., carried:self._used, :] = 0
+        self._used = carried
         self.top = end
         return out
