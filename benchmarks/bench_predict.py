@@ -225,8 +225,8 @@ def child_rss(image: Path, out: Path) -> None:
 
 
 def child_datapath(cores: int, image: Path, out: Path) -> None:
-    """(In a fresh process pinned to the first `cores` CPUs, GDAL, the reader and the writer
-    sharing them) run the data path once to warm up, then time it; print the seconds."""
+    """(In a fresh process pinned to the first `cores` CPUs, GDAL, the reader thread and the
+    model's thread sharing them) run the data path once to warm up, then time it; print the seconds."""
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
     run_datapath(image, out)
     print(json.dumps({"seconds": run_datapath(image, out)}))

@@ -117,6 +117,19 @@ def test_change_raster_and_region_hectares_match_a_brute_force_count(maps, tmp_p
     assert 'label="gained"' in qml and 'label="lost"' in qml and 'min="255" max="255" percentTransparent="100"' in qml
 
 
+def test_a_strip_lost_on_the_way_to_disk_fails_the_comparison(maps, monkeypatch, tmp_path: Path) -> None:
+    """The change raster must hold the codes written, not what its working file read back (a block
+    GDAL lost while flushing reads back as no data, without an error)."""
+    from wetmap.change import raster
+
+    monkeypatch.setattr(raster, "write_strip", lambda dst, row, data: None)   # the strip never reaches the file
+    out = tmp_path / "run"
+    out.mkdir()
+    with pytest.raises(WetmapError, match=r"change\.tif: was not written completely .* pixels differ"):
+        compare_runs(maps["current"], maps["previous"], "2026-01-01", maps["regions"], out)
+    assert not (out / "change.tif").exists()
+
+
 def test_a_first_run_writes_its_own_areas_and_no_change_layers(maps, tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
