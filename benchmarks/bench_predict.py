@@ -250,6 +250,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8192)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--skip-datapath", action="store_true", help="(a) and (c) only")
+    parser.add_argument("--batch-size", type=int, default=CFG["batch_size"], help="tiles per batch")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; medians are printed")
     parser.add_argument("--json", type=Path, help="also write the ratios here (keys as #19 names them)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -259,6 +261,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible here")
+    CFG["batch_size"] = args.batch_size
     figures: dict[str, float] = {}
     if args.child:
         child_rss(*args.child)
@@ -273,44 +276,44 @@ def main() -> None:
         print(f"{args.size}^2 x 6 uint16 scene, tiles {CFG['tile_size']} overlap {CFG['overlap']}, "
               f"{torch.get_num_threads()} CPU threads, medians of {args.repeats} interleaved runs")
         reps = range(args.repeats)   # interleaved, medians: this machine drifts by 10-20 % between runs
-        rio_s, tg_s, data_s = (statistics.median(v) for v in zip(*[
-            (rioxarray_read(image), torchgeo_loader(image), run_datapath(image, folder / "identity.tif"))
-            for _ in reps]))
-        spin_s = run_datapath(image, folder / "identity.tif", torch.get_num_threads())
-        cog_s, check_s = cog_seconds([(folder / "identity.tif", "NEAREST"),
-                                      (folder / "identity_probability.tif", "AVERAGE")],
-                            folder)
-        window_s, strip_s = tile_reads(image)
-        print(f"    tile reads: GDAL windows {window_s:.1f} s, StripReader {strip_s:.1f} s "
-              f"-> windows {window_s / strip_s:.1f}x slower (overlapping tiles re-decode blocks)")
-        figures["datapath_over_read"] = rio_s / data_s
-        print(f"(b) data path (1x1 conv, read + blend + COG): {data_s:.1f} s = {mpx / data_s:.1f} Mpx/s "
-              f"(with torch given every core, its threads spinning beside it: {spin_s:.1f} s)")
-        print(f"    rioxarray + Dask read:                   {rio_s:.1f} s = {mpx / rio_s:.1f} Mpx/s"
-              f"  -> ratio {rio_s / data_s:.2f} (target >= 0.5)")
-        print(f"    TorchGeo RasterDataset + GridGeoSampler: {tg_s:.1f} s = {mpx / tg_s:.1f} Mpx/s"
-              f"  -> ratio {tg_s / data_s:.2f} (target >= 1.5)")
-        print(f"    of which the COG conversion of the two outputs alone (DEFLATE + overviews): {cog_s:.1f} s "
-              f"= {cog_s / rio_s:.2f}x the rioxarray read: the ratio to rioxarray cannot exceed "
-              f"{rio_s / cog_s:.2f} even if reading, tiling and blending were free")
-        print(f"    and the checks of both COGs (strips summed as written, each COG read back): {check_s:.1f} s "
-              f"= {check_s / data_s:.0%} of the data path")
-        from wetmap.io.cog import to_cog
+        if not args.skip_datapath:
+            rio_s, tg_s, data_s = (statistics.median(v) for v in zip(*[
+                (rioxarray_read(image), torchgeo_loader(image), run_datapath(image, folder / "identity.tif"))
+                for _ in reps]))
+            spin_s = run_datapath(image, folder / "identity.tif", torch.get_num_threads())
+            cog_s, check_s = cog_seconds([(folder / "identity.tif", "NEAREST"),
+                                          (folder / "identity_probability.tif", "AVERAGE")], folder)
+            window_s, strip_s = tile_reads(image)
+            print(f"    tile reads: GDAL windows {window_s:.1f} s, StripReader {strip_s:.1f} s "
+                  f"-> windows {window_s / strip_s:.1f}x slower (overlapping tiles re-decode blocks)")
+            figures["datapath_over_read"] = rio_s / data_s
+            print(f"(b) data path (1x1 conv, read + blend + COG): {data_s:.1f} s = {mpx / data_s:.1f} Mpx/s "
+                  f"(with torch given every core, its threads spinning beside it: {spin_s:.1f} s)")
+            print(f"    rioxarray + Dask read:                   {rio_s:.1f} s = {mpx / rio_s:.1f} Mpx/s"
+                  f"  -> ratio {rio_s / data_s:.2f} (target >= 0.5)")
+            print(f"    TorchGeo RasterDataset + GridGeoSampler: {tg_s:.1f} s = {mpx / tg_s:.1f} Mpx/s"
+                  f"  -> ratio {tg_s / data_s:.2f} (target >= 1.5)")
+            print(f"    of which the COG conversion of the two outputs alone (DEFLATE + overviews): {cog_s:.1f} s "
+                  f"= {cog_s / rio_s:.2f}x the rioxarray read: the ratio to rioxarray cannot exceed "
+                  f"{rio_s / cog_s:.2f} even if reading, tiling and blending were free")
+            print(f"    and the checks of both COGs (strips summed as written, each COG read back): {check_s:.1f} s "
+                  f"= {check_s / data_s:.0%} of the data path")
+            from wetmap.io.cog import to_cog
 
-        cores = len(os.sched_getaffinity(0))
-        path_cpu = core_seconds(lambda: run_datapath(image, folder / "identity.tif"))
-        read_cpu = core_seconds(lambda: rioxarray_read(image))
-        cog_cpu = core_seconds(lambda: [to_cog(folder / f"plain_identity{tail}.tif", folder / f"cpu{tail}.tif", how)
-                                        for tail, how in (("", "NEAREST"), ("_probability", "AVERAGE"))])
-        print(f"    CPU: the data path keeps {path_cpu / data_s:.2f} of {cores} cores busy ({path_cpu:.1f} core-s); "
-              f"the read alone takes {read_cpu:.1f} core-s and the COG conversions alone {cog_cpu:.1f}, so with every "
-              f"core busy the ratio to rioxarray cannot exceed {rio_s * cores / (read_cpu + cog_cpu):.2f}")
-        if cores >= 2:
-            one_s, two_s = (statistics.median(v) for v in zip(*[
-                (datapath_on(1, image, folder / "one.tif"), datapath_on(2, image, folder / "two.tif")) for _ in reps]))
-            figures["datapath_scaling_2_over_1"] = one_s / two_s
-            print(f"    the data path on 2 cores / on 1 (fresh processes pinned to them): {one_s:.1f} s / {two_s:.1f} s "
-                  f"-> {one_s / two_s:.2f}x (target >= 1.7)")
+            cores = len(os.sched_getaffinity(0))
+            path_cpu = core_seconds(lambda: run_datapath(image, folder / "identity.tif"))
+            read_cpu = core_seconds(lambda: rioxarray_read(image))
+            cog_cpu = core_seconds(lambda: [to_cog(folder / f"plain_identity{tail}.tif", folder / f"cpu{tail}.tif", how)
+                                            for tail, how in (("", "NEAREST"), ("_probability", "AVERAGE"))])
+            print(f"    CPU: the data path keeps {path_cpu / data_s:.2f} of {cores} cores busy ({path_cpu:.1f} core-s); "
+                  f"the read alone takes {read_cpu:.1f} core-s and the COG conversions alone {cog_cpu:.1f}, so with every "
+                  f"core busy the ratio to rioxarray cannot exceed {rio_s * cores / (read_cpu + cog_cpu):.2f}")
+            if cores >= 2:
+                one_s, two_s = (statistics.median(v) for v in zip(*[
+                    (datapath_on(1, image, folder / "one.tif"), datapath_on(2, image, folder / "two.tif")) for _ in reps]))
+                figures["datapath_scaling_2_over_1"] = one_s / two_s
+                print(f"    the data path on 2 cores / on 1 (fresh processes pinned to them): {one_s:.1f} s / {two_s:.1f} s "
+                      f"-> {one_s / two_s:.2f}x (target >= 1.7)")
         if not args.skip_model:
             devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []), "cpu": ["cpu"],
                        "cuda": ["cuda"]}[args.device]
@@ -323,6 +326,11 @@ def main() -> None:
                 print(f"(a) {device}: U-Net end to end {e2e_s:.1f} s ({mpx / e2e_s:.2f} Mpx/s), model alone "
                       f"{compute_s:.1f} s ({mpx / compute_s:.2f} Mpx/s) -> ratio {e2e_s / compute_s:.3f} "
                       f"(target <= 1.05{'; GPU busy ' + format(compute_s / e2e_s, '.0%') if device == 'cuda' else ''})")
+                if device == "cuda":   # what bounds the end to end: the same path with a model that costs nothing
+                    path_s = statistics.median(run_predict(pointwise(), image, folder / "path_cuda.tif", device)
+                                               for _ in reps)
+                    print(f"    the same path, a 1x1 convolution on the GPU: {path_s:.1f} s ({mpx / path_s:.2f} Mpx/s):"
+                          f" the end to end can be no faster")
             if len(devices) == 2:
                 points, agree, same_nodata = map_difference(folder / "unet_cpu.tif", folder / "unet_cuda.tif")
                 print(f"    GPU (bf16) vs CPU map: probabilities at most {points} points apart, classes equal on "
