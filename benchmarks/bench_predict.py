@@ -13,10 +13,14 @@ On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (default 8192; tiles 256, 
   (c) peak RSS of the data path on 16384^2 vs 4096^2, each in a fresh process (target <= 1.3x).
 Where CUDA is available (or with `--device cuda`), (a) runs on the GPU with AMP too and prints
 the model's and the end-to-end Mpx/s, the GPU's busy fraction (the model alone's time over the
-end-to-end time: the GPU computes nothing else) and how far the GPU's map is from the CPU's.
+end-to-end time: the GPU computes nothing else), the same path with the 1x1 convolution on the GPU
+(what bounds the end to end there) and how far the GPU's map is from the CPU's. `--pool N` runs
+(a) once more on N Dask worker processes sharing the device (one process reads in one thread and
+blends in another; on a GPU node the other cores can feed the same GPU) and compares the maps.
 
     .venv/bin/python benchmarks/bench_predict.py [--size 8192] [--repeats 2] [--device auto|cpu|cuda]
-                                                 [--skip-memory] [--skip-model] [--json FILE]
+                                                 [--skip-memory] [--skip-model] [--skip-datapath]
+                                                 [--batch-size 8] [--pool N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -69,6 +73,32 @@ def run_predict(b: Bundle, image: Path, out: Path, device: str = "cpu") -> float
     start = time.perf_counter()
     predict_mosaic(b, [image], out, clouds=["none"], cfg=PredictConfig(**CFG, device=device), probabilities=True,
                    overwrite=True)
+    return time.perf_counter() - start
+
+
+def run_pool(b: Bundle, image: Path, out: Path, device: str, workers: int, folder: Path) -> float:
+    """Seconds end to end on a LocalCluster of `workers` processes sharing `device`: each reads,
+    blends and converts its parts, the client writes. One process reads in one thread and blends
+    in another; on a GPU node this is how the other cores feed the same GPU. Timed on the second of two
+    runs, so that every worker has loaded the model and initialised the device."""
+    import rasterio
+    from distributed import Client, LocalCluster
+
+    from wetmap.config import ModelConfig
+    from wetmap.model.bundle import save_bundle
+
+    path = save_bundle(folder / "unet.pt", b.model.cpu(), ModelConfig(arch="unet", backbone="resnet18"), b.bands, b.mean,
+                       b.std, {}, {}, b.colors, chip_size=CFG["tile_size"])
+    with rasterio.open(image) as src:
+        tiles = TileGrid(src.width, src.height, CFG["tile_size"], CFG["overlap"])
+    rows = -(-tiles.shape[0] // (2 * workers))   # two parts per worker, each re-predicting one tile row above it
+    cfg = PredictConfig(**CFG, device=device, part_megapixels=rows * tiles.stride * tiles.width / 1e6)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      memory_limit=0) as cluster, Client(cluster) as client:
+        for _ in range(2):
+            start = time.perf_counter()
+            predict_mosaic(str(path), [image], out, clouds=["none"], cfg=cfg, probabilities=True, overwrite=True,
+                           client=client)
     return time.perf_counter() - start
 
 
@@ -251,6 +281,8 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-datapath", action="store_true", help="(a) and (c) only")
+    parser.add_argument("--pool", type=int, default=0, metavar="N",
+                        help="(a) also on a Dask LocalCluster of N worker processes sharing the device")
     parser.add_argument("--batch-size", type=int, default=CFG["batch_size"], help="tiles per batch")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; medians are printed")
     parser.add_argument("--json", type=Path, help="also write the ratios here (keys as #19 names them)")
@@ -331,6 +363,14 @@ def main() -> None:
                                                for _ in reps)
                     print(f"    the same path, a 1x1 convolution on the GPU: {path_s:.1f} s ({mpx / path_s:.2f} Mpx/s):"
                           f" the end to end can be no faster")
+                if args.pool:
+                    pool_s = run_pool(net, image, folder / f"pool_{device}.tif", device, args.pool, folder)
+                    if device == "cuda":
+                        figures["gpu_pool_e2e_over_model"] = pool_s / compute_s
+                    points, agree, same_nodata = map_difference(folder / f"unet_{device}.tif", folder / f"pool_{device}.tif")
+                    print(f"    on {args.pool} Dask worker processes sharing the {device}: {pool_s:.1f} s "
+                          f"({mpx / pool_s:.2f} Mpx/s, {compute_s / pool_s:.0%} of the model alone's speed); map vs one "
+                          f"process: probabilities at most {points} points apart, classes equal on {agree:.4%}")
             if len(devices) == 2:
                 points, agree, same_nodata = map_difference(folder / "unet_cpu.tif", folder / "unet_cuda.tif")
                 print(f"    GPU (bf16) vs CPU map: probabilities at most {points} points apart, classes equal on "
