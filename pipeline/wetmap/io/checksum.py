@@ -11,6 +11,8 @@ rasterio's `checksum` of the written file.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 PRIMES = np.array([7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43], np.uint8)
@@ -28,25 +30,31 @@ class StripChecksum:
         self._primes = PRIMES[places % PERIOD]
         self._seen = np.zeros(height, bool)
         self._total = 0
+        self._lock = threading.Lock()
 
     def add(self, row: int, strip: np.ndarray) -> None:
-        """Rows `row`... (h, width) of the raster, each row once."""
+        """Rows `row`... (h, width) of the raster, each row once; from any thread."""
         if (strip.ndim != 2 or strip.shape[1] != self.width or not np.issubdtype(strip.dtype, np.integer)
                 or np.iinfo(strip.dtype).max > np.iinfo(np.int32).max):
             raise ValueError(f"a strip of {self.width} columns of an Int32-sized integer expected, "
                              f"got {strip.dtype} {strip.shape}")
         stop = row + strip.shape[0]
-        if row < 0 or stop > self.height or self._seen[row:stop].any():
-            raise ValueError(f"rows {row}..{stop - 1} are outside the raster's {self.height} or were added before")
-        self._seen[row:stop] = True
-        for top in range(0, strip.shape[0], CHUNK_ROWS):
+        if row < 0 or stop > self.height:
+            raise ValueError(f"rows {row}..{stop - 1} are outside the raster's {self.height}")
+        total = 0
+        for top in range(0, strip.shape[0], CHUNK_ROWS):   # reads only the primes table: threads may add at once
             rows = strip[top:top + CHUNK_ROWS]
             start = (row + top) % PERIOD
             primes = self._primes[start:start + rows.shape[0]]
             if rows.dtype == np.uint8:
-                self._total += int(np.remainder(rows, primes).sum(dtype=np.int64))
+                total += int(np.remainder(rows, primes).sum(dtype=np.int64))
             else:   # GDAL reads other integers as Int32 and takes C's remainder (the dividend's sign)
-                self._total += int(np.fmod(rows.astype(np.int64), primes).sum(dtype=np.int64))
+                total += int(np.fmod(rows.astype(np.int64), primes).sum(dtype=np.int64))
+        with self._lock:
+            if self._seen[row:stop].any():
+                raise ValueError(f"rows {row}..{stop - 1} were added before")
+            self._seen[row:stop] = True
+            self._total += total
 
     @property
     def value(self) -> int:

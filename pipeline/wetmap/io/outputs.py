@@ -35,7 +35,7 @@ from types import TracebackType
 
 from wetmap.errors import WetmapError
 from wetmap.io.failures import detail, free_space, messages, nearly_full, write_failure
-from wetmap.runtime import STREAM_CACHE_MB, gdal_env
+from wetmap.io.readback import decode_all
 
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 STALE_AFTER_S = 24 * 3600
@@ -120,13 +120,13 @@ def _remove_scratch(tmp: Path) -> None:
 def verify(path: Path, final: Path, pixels: list[int] | None = None) -> list[int] | None:
     """Read `path` back as what its final name says it is; a WetmapError when it is incomplete.
 
-    A raster's bands are checksummed (GDAL's checksum decodes every block, and fails on one it
-    cannot read) and its overviews decoded; with `pixels`, the checksums must equal them (a tile
-    GDAL never wrote reads back as no data, not as an error). Returns the raster's checksums."""
+    A raster's every block and overview is decoded (io.readback: a block that cannot be read
+    fails) and its bands checksummed as GDAL does; with `pixels`, the checksums must equal them (a
+    tile GDAL never wrote reads back as no data, not as an error). Returns the raster's checksums."""
     kind = final.suffix.lower()
     try:
         if kind in (".tif", ".tiff"):
-            found = _verify_raster(path)
+            found = decode_all(path)
             if pixels is not None and found != pixels:
                 raise WetmapError(f"was not written completely ({free_space(final)}): its pixels differ from "
                                   "what was written", final)
@@ -148,24 +148,6 @@ def verify(path: Path, final: Path, pixels: list[int] | None = None) -> list[int
     except Exception as exc:  # noqa: BLE001 - any failure to read it back means it is not complete
         raise WetmapError(f"was not written completely ({free_space(final)}): {detail(exc)}", final) from exc
     return None
-
-
-def _verify_raster(path: Path) -> list[int]:
-    """The checksums of the full-resolution bands, after decoding every block of them and of
-    every overview."""
-    import rasterio
-
-    # One pass over every block gains nothing from a block cache; under GDAL's default (5 % of the
-    # machine's memory) the check's memory grew with the raster (benchmarks/bench_dask_predict.py).
-    with gdal_env(STREAM_CACHE_MB):
-        with rasterio.open(path) as src:
-            pixels = [src.checksum(b) for b in src.indexes]
-            levels = len(src.overviews(1))
-        for level in range(levels):
-            with rasterio.open(path, overview_level=level) as src:
-                for b in src.indexes:
-                    src.checksum(b)
-    return pixels
 
 
 def _fsync(path: Path) -> None:
