@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from wetmap.io.windows import TileGrid
 from wetmap.model.bundle import Bundle
 from wetmap.model.network import build_network
 from wetmap.predict.mosaic import predict_mosaic
-from wetmap.predict.runner import TilePredictor
+from wetmap.predict.runner import IN_FLIGHT, Pending, TilePredictor
 from wetmap.runtime import resolve_device
 
 BANDS = ["B02", "B03", "B04", "B08", "B11", "B12"]
@@ -118,7 +119,8 @@ def run_datapath(image: Path, out: Path, torch_threads: int = 1) -> float:
 
 def model_only(b: Bundle, size: int, device: str = "cpu") -> float:
     """Seconds for the model on the scene's tiles in the batches prediction makes (batches never
-    cross a tile row), inputs already in memory."""
+    cross a tile row) and as it submits them (on a GPU, one computing while the last is taken),
+    inputs already in memory."""
     grid = TileGrid(size, size, CFG["tile_size"], CFG["overlap"])
     rows, cols = grid.shape
     batches = [min(CFG["batch_size"], cols - k) for k in range(0, cols, CFG["batch_size"])] * rows
@@ -130,8 +132,14 @@ def model_only(b: Bundle, size: int, device: str = "cpu") -> float:
     valid = np.ones((CFG["batch_size"], CFG["tile_size"], CFG["tile_size"]), bool)
     predictor(raw.copy(), valid)  # warm-up (allocator, oneDNN / cuDNN kernels)
     start = time.perf_counter()
+    flight: deque[Pending] = deque()   # as prediction submits them: the next batch in flight while one is taken
     for n in batches:
-        predictor(raw[:n].copy(), valid[:n])  # a fresh batch each time, as reading gives (float32 is normalised in place)
+        # A fresh batch each time, as reading gives (float32 is normalised in place)
+        flight.append(predictor.submit(raw[:n].copy(), valid[:n]))
+        if len(flight) == IN_FLIGHT:
+            flight.popleft().result()
+    while flight:
+        flight.popleft().result()
     return time.perf_counter() - start
 
 
