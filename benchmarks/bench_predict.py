@@ -4,8 +4,8 @@ On a generated N x N x 6 uint16 tiled DEFLATE GeoTIFF (default 8192; tiles 256, 
   (a) end to end with a ResNet-18 U-Net (TorchGeo, random weights: timing does not depend on
       them) vs the model alone on the same number of tiles, inputs already in memory
       (target <= 1.05x: reads, blending and writes hidden behind compute);
-  (b) the data path alone, with a 1x1-convolution model on one torch thread, standing in for a
-      model on a GPU (read, tile, blend, write the COG), vs
+  (b) the data path alone, with a 1x1-convolution model on one torch thread in fp32, standing in
+      for a model on a GPU (read, tile, blend, write the COG), vs
       rioxarray + Dask reading the same file (target >= 0.5x, #19) and vs TorchGeo's RasterDataset +
       GridGeoSampler + DataLoader over the same tiles (target >= 1.5x), with the time of the COG
       conversion and of the read-back checks (every output verified before its rename) in it,
@@ -70,10 +70,10 @@ def pointwise() -> Bundle:
     return bundle(torch.nn.Conv2d(6, 1, 1))
 
 
-def run_predict(b: Bundle, image: Path, out: Path, device: str = "cpu") -> float:
+def run_predict(b: Bundle, image: Path, out: Path, device: str = "cpu", precision: str = "auto") -> float:
     start = time.perf_counter()
-    predict_mosaic(b, [image], out, clouds=["none"], cfg=PredictConfig(**CFG, device=device), probabilities=True,
-                   overwrite=True)
+    predict_mosaic(b, [image], out, clouds=["none"], cfg=PredictConfig(**CFG, device=device, precision=precision),
+                   probabilities=True, overwrite=True)
     return time.perf_counter() - start
 
 
@@ -108,11 +108,13 @@ def run_datapath(image: Path, out: Path, torch_threads: int = 1) -> float:
 
     Such a model takes no CPU thread, so the stand-in gets one torch thread: given one per core,
     torch's OpenMP workers spin-wait after each tiny convolution on the cores that the reader
-    thread and GDAL need (`torch_threads` > 1 measures that, printed beside the figure)."""
+    thread and GDAL need (`torch_threads` > 1 measures that, printed beside the figure). It runs
+    in fp32: a GPU casts its batches to bf16 and lays them out channels-last on the device, where
+    the CPU's bf16 autocast would spend the main thread on them."""
     before = torch.get_num_threads()
     torch.set_num_threads(torch_threads)
     try:
-        return run_predict(pointwise(), image, out)
+        return run_predict(pointwise(), image, out, precision="fp32")
     finally:
         torch.set_num_threads(before)
 
