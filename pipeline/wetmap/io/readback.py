@@ -21,7 +21,8 @@ from rasterio.windows import Window
 from wetmap.io.checksum import StripChecksum
 from wetmap.runtime import STREAM_CACHE_MB, gdal_env
 
-STRIP_BYTES = 8 << 20   # decoded bytes per task: a few block rows of a wide map, never a whole scene
+STRIP_BYTES = 8 << 20      # decoded bytes per task: a few block rows of a map, never a whole scene
+IN_FLIGHT_BYTES = 128 << 20  # at most this decoded at once: fewer threads for a map whose block row is wider
 
 
 def decode_all(path: Path, threads: int | None = None) -> list[int]:
@@ -52,7 +53,8 @@ def decode_all(path: Path, threads: int | None = None) -> list[int]:
                 for band, summed in zip(data, sums):
                     summed.add(int(window.row_off), band)
 
-        workers = threads or min(16, len(os.sched_getaffinity(0)))
+        strip_bytes = max(window.height for _, window in jobs) * width * count * dtype.itemsize
+        workers = max(1, min(threads or min(16, len(os.sched_getaffinity(0))), IN_FLIGHT_BYTES // strip_bytes))
         with ThreadPoolExecutor(workers, thread_name_prefix="readback") as pool:
             for _ in pool.map(decode, jobs):
                 pass
