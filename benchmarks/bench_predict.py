@@ -252,6 +252,31 @@ def cog_seconds(outputs: list[tuple[Path, str]], folder: Path) -> tuple[float, f
     return total, checks
 
 
+def readback_seconds(paths: list[Path], repeats: int) -> tuple[float, float]:
+    """Median seconds to read `paths` back as prediction does before their rename (every block and
+    overview decoded on a pool of threads, wetmap.io.readback) vs with GDAL's own checksum, which
+    decodes a block at a time in one thread; interleaved."""
+    import rasterio
+
+    from wetmap.io.readback import decode_all, gdal_checksums
+    from wetmap.runtime import STREAM_CACHE_MB, gdal_env
+
+    def gdal_way() -> None:
+        with gdal_env(STREAM_CACHE_MB):
+            for path in paths:
+                with rasterio.open(path) as src:
+                    levels = len(src.overviews(1))
+                gdal_checksums(path, levels)
+
+    pool, gdal = [], []
+    for _ in range(repeats):
+        for times, work in ((pool, lambda: [decode_all(p) for p in paths]), (gdal, gdal_way)):
+            start = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - start)
+    return statistics.median(pool), statistics.median(gdal)
+
+
 def child_rss(image: Path, out: Path) -> None:
     """(In a fresh process) run the data path once and print its peak RSS in MB.
 
@@ -273,15 +298,15 @@ def child_datapath(cores: int, image: Path, out: Path) -> None:
 
 
 def datapath_on(cores: int, image: Path, out: Path) -> float:
-    done = subprocess.run([sys.executable, __file__, "--child-datapath", str(cores), str(image), str(out)],
-                          check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "--child-datapath", str(cores), str(image), str(out),
+                           "--batch-size", str(CFG["batch_size"])], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def peak_rss(folder: Path, size: int) -> float:
     image = make_inputs(folder, size)["image"]
-    done = subprocess.run([sys.executable, __file__, "--child", str(image), str(folder / f"rss_{size}.tif")],
-                          check=True, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "--child", str(image), str(folder / f"rss_{size}.tif"),
+                           "--batch-size", str(CFG["batch_size"])], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
@@ -340,6 +365,9 @@ def main() -> None:
                   f"{rio_s / cog_s:.2f} even if reading, tiling and blending were free")
             print(f"    and the checks of both COGs (strips summed as written, each COG read back): {check_s:.1f} s "
                   f"= {check_s / data_s:.0%} of the data path")
+            pool_s, gdal_s = readback_seconds([folder / "identity.tif", folder / "identity_probability.tif"], 3)
+            print(f"    reading both COGs back on a pool of threads: {pool_s:.2f} s; with GDAL's one-thread checksum: "
+                  f"{gdal_s:.2f} s (medians of 3 interleaved)")
             from wetmap.io.cog import to_cog
 
             cores = len(os.sched_getaffinity(0))

@@ -65,3 +65,25 @@ def test_a_block_that_cannot_be_decoded_fails_the_check(tmp_path: Path, overview
         assert src.width == 1300   # still opens
     with pytest.raises(WetmapError, match="r.tif: was not written completely"):
         verify(path, path)
+
+
+def test_a_wide_block_row_is_decoded_by_fewer_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is decoded at once stays under IN_FLIGHT_BYTES, however many threads are asked for."""
+    from wetmap.io import readback
+
+    path = _raster(tmp_path / "r.tif", "uint8", 1, 1000, 1300, "cog")
+    pools: list[int] = []
+
+    class Recorded(readback.ThreadPoolExecutor):
+        def __init__(self, workers: int, **kwargs: object) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(readback, "ThreadPoolExecutor", Recorded)
+    monkeypatch.setattr(readback, "STRIP_BYTES", 1)           # one block row (256 x 1300 px) per task
+    monkeypatch.setattr(readback, "IN_FLIGHT_BYTES", 3 * 256 * 1300)
+    with rasterio.open(path) as src:
+        expected = [src.checksum(1)]
+    assert decode_all(path, threads=8) == expected and pools == [3]
+    monkeypatch.setattr(readback, "IN_FLIGHT_BYTES", 1)
+    assert decode_all(path, threads=8) == expected and pools == [3, 1]

@@ -37,7 +37,7 @@ def decode_all(path: Path, threads: int | None = None) -> list[int]:
             width, height, count, levels = src.width, src.height, src.count, len(src.overviews(1))
             dtype = np.dtype(src.dtypes[0])
         if not _summable(dtype):   # GDAL's checksum of floats rounds them: leave it to GDAL
-            return _gdal_checksums(path, levels)
+            return gdal_checksums(path, levels)
         jobs = []
         for level in range(levels + 1):   # 0: full resolution, then each overview
             with rasterio.open(path, **_level(level)) as src:
@@ -53,7 +53,7 @@ def decode_all(path: Path, threads: int | None = None) -> list[int]:
                 for band, summed in zip(data, sums):
                     summed.add(int(window.row_off), band)
 
-        strip_bytes = max(window.height for _, window in jobs) * width * count * dtype.itemsize
+        strip_bytes = max(int(window.width * window.height) for _, window in jobs) * count * dtype.itemsize
         workers = max(1, min(threads or min(16, len(os.sched_getaffinity(0))), IN_FLIGHT_BYTES // strip_bytes))
         with ThreadPoolExecutor(workers, thread_name_prefix="readback") as pool:
             for _ in pool.map(decode, jobs):
@@ -76,7 +76,9 @@ def _strips(width: int, height: int, block_rows: int, pixel_bytes: int) -> Itera
         yield Window(0, top, width, min(rows, height - top))
 
 
-def _gdal_checksums(path: Path, levels: int) -> list[int]:
+def gdal_checksums(path: Path, levels: int) -> list[int]:
+    """GDAL's own way: its checksum of every band and of `levels` overviews, a block at a time in
+    this thread."""
     import rasterio
 
     with rasterio.open(path) as src:
